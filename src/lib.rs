@@ -1,0 +1,14 @@
+//! leadgen-connector: moves Meta Lead Ads leads into Kafka as Avro records,
+//! every lead once, by webhook and by periodic bulk read.
+
+pub mod avro;
+pub mod backfill;
+pub mod config;
+pub mod connector;
+pub mod forms;
+pub mod graph;
+pub mod kafka;
+pub mod lead;
+pub mod offsets;
+pub mod secret;
+pub mod telemetry;

@@ -1,1 +1,71 @@
-fn main() {}
+//! Command-line entry point of leadgen-connector.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use leadgen_connector::config::Config;
+use leadgen_connector::connector::Connector;
+use leadgen_connector::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "leadgen-connector",
+    version,
+    about = "Moves Meta Lead Ads leads into Kafka as Avro records"
+)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the connector until SIGINT or SIGTERM.
+    Run {
+        /// Path of the connector configuration.
+        #[arg(long, short, default_value = "connector.toml")]
+        config: PathBuf,
+    },
+    /// Prints the Avro schema of lead records.
+    Schema,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+
+    match cli.command {
+        Command::Run { config } => run(config).await,
+        Command::Schema => {
+            print!("{}", leadgen_connector::avro::LEAD_SCHEMA);
+            Ok(())
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)
+        .with_context(|| format!("invalid configuration in `{}`", path.display()))?;
+    let connector = Connector::start(config).await?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    connector.run(shutdown).await
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler succeeds at start-up");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; stopping"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,407 @@
+//! Kafka plumbing: client settings, topic creation, and the transactional
+//! sink that every lead, dead letter and offset record goes through.
+//!
+//! The sink commits one [`Batch`] per Kafka transaction with `acks=all` and
+//! idempotence, so lead records, dead letters and the offset records that
+//! account for them become visible to `read_committed` consumers together or
+//! not at all. Only one transaction is open at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::TopicPartitionList;
+use tokio::sync::Mutex;
+
+use crate::avro::{EncodeError, LeadEncoder};
+use crate::config::KafkaConfig;
+use crate::graph::ApiError;
+use crate::lead::{Lead, LeadSource};
+use crate::offsets::FormOffset;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("Kafka operation failed: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("Kafka transaction failed: {0}")]
+    Transaction(String),
+    #[error("schema registry unavailable: {0}")]
+    Registry(String),
+    #[error("cannot load offsets: {0}")]
+    Load(String),
+}
+
+/// Client settings shared by every Kafka client the connector creates.
+#[derive(Debug, Clone)]
+pub struct KafkaSetup {
+    config: KafkaConfig,
+}
+
+impl KafkaSetup {
+    pub fn new(config: KafkaConfig) -> Self {
+        Self { config }
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Settings with the bootstrap servers and pass-through properties.
+    pub fn base_config(&self) -> ClientConfig {
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &self.config.bootstrap_servers);
+        for (key, value) in &self.config.properties {
+            client.set(key, value);
+        }
+        client
+    }
+
+    /// A consumer that sees committed records only and commits nothing.
+    pub fn consumer_config(&self, purpose: &str) -> ClientConfig {
+        let mut client = self.base_config();
+        client
+            .set(
+                "group.id",
+                format!("{}-{purpose}", self.config.transactional_id),
+            )
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        client
+    }
+
+    fn producer_config(&self) -> ClientConfig {
+        let mut client = self.base_config();
+        client
+            .set("transactional.id", &self.config.transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "transaction.timeout.ms",
+                self.config.transaction_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        client
+    }
+
+    /// Creates the leads, offsets and dead-letter topics when missing. The
+    /// offsets topic is compacted.
+    pub async fn create_topics(&self) -> Result<(), SinkError> {
+        let admin: AdminClient<DefaultClientContext> = self.base_config().create()?;
+        let replication = || TopicReplication::Fixed(self.config.replication_factor);
+        let topics = [
+            NewTopic::new(
+                &self.config.leads_topic,
+                self.config.partitions,
+                replication(),
+            ),
+            NewTopic::new(
+                &self.config.offsets_topic,
+                self.config.partitions,
+                replication(),
+            )
+            .set("cleanup.policy", "compact")
+            .set("min.compaction.lag.ms", "0"),
+            NewTopic::new(
+                &self.config.dead_letter_topic,
+                self.config.partitions,
+                replication(),
+            ),
+        ];
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(topic) => tracing::info!(topic = %topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(SinkError::Transaction(format!(
+                        "cannot create topic `{topic}`: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A lead or notification that can never be read or mapped, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Record key: the lead id, or the form id when no lead id is known.
+    pub key: String,
+    /// The original JSON as received.
+    pub payload: Vec<u8>,
+    pub reason: String,
+    pub detail: String,
+    pub graph_error: Option<ApiError>,
+    pub form_id: String,
+    pub page_id: String,
+    pub source: LeadSource,
+}
+
+/// Consumed positions to commit with a transaction.
+pub struct ConsumerPosition {
+    pub offsets: TopicPartitionList,
+    pub group: ConsumerGroupMetadata,
+}
+
+/// Everything one transaction writes.
+#[derive(Default)]
+pub struct Batch {
+    pub leads: Vec<Lead>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub offsets: Vec<FormOffset>,
+    pub consumer: Option<ConsumerPosition>,
+}
+
+/// A batch with its leads encoded, ready for a transaction.
+struct Prepared {
+    encoded: Vec<(Lead, Vec<u8>)>,
+    dead_letters: Vec<DeadLetter>,
+    offsets: Vec<(String, Vec<u8>)>,
+    consumer: Option<ConsumerPosition>,
+}
+
+/// Counts of what one committed batch wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub leads: usize,
+    pub dead_letters: usize,
+}
+
+/// The transactional producer behind every write.
+pub struct Sink {
+    setup: KafkaSetup,
+    encoder: LeadEncoder,
+    producer: Mutex<Option<FutureProducer>>,
+}
+
+impl Sink {
+    /// Creates the producer and fences any earlier producer with the same
+    /// transactional id, aborting its open transaction.
+    pub async fn connect(setup: KafkaSetup, encoder: LeadEncoder) -> Result<Arc<Self>, SinkError> {
+        let producer = new_producer(&setup).await?;
+        Ok(Arc::new(Self {
+            setup,
+            encoder,
+            producer: Mutex::new(Some(producer)),
+        }))
+    }
+
+    /// Writes a batch in one transaction. On error nothing of the batch is
+    /// visible to `read_committed` consumers, and the caller may retry.
+    pub async fn commit(&self, batch: Batch) -> Result<Written, SinkError> {
+        let prepared = self.prepare(batch).await?;
+
+        let mut slot = self.producer.lock().await;
+        let producer = match slot.as_ref() {
+            Some(producer) => producer.clone(),
+            None => {
+                let producer = new_producer(&self.setup).await?;
+                *slot = Some(producer.clone());
+                producer
+            }
+        };
+
+        let result = self.write(&producer, prepared).await;
+        if let Err(error) = &result {
+            tracing::warn!(error = %error, "Kafka transaction failed; aborting it");
+            if let Err(abort_error) = abort(&producer, self.setup.config.transaction_timeout).await
+            {
+                // The producer's transaction state is unknown; a new producer
+                // with the same transactional id fences and aborts it.
+                tracing::warn!(error = %abort_error, "abort failed; the producer will be recreated");
+                *slot = None;
+            }
+        }
+        result
+    }
+
+    /// Encodes the leads of a batch. A lead the schema rejects becomes a
+    /// dead letter; an unreachable registry fails the whole batch.
+    async fn prepare(&self, batch: Batch) -> Result<Prepared, SinkError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut encoded = Vec::with_capacity(batch.leads.len());
+        let mut dead_letters = batch.dead_letters;
+
+        for lead in batch.leads {
+            match self.encoder.encode(&lead, now_ms).await {
+                Ok(bytes) => encoded.push((lead, bytes)),
+                Err(EncodeError::Registry(detail)) => return Err(SinkError::Registry(detail)),
+                Err(error @ EncodeError::Schema { .. }) => dead_letters.push(DeadLetter {
+                    key: lead.lead_id.clone(),
+                    payload: serde_json::json!({
+                        "id": lead.lead_id,
+                        "form_id": lead.form_id,
+                        "created_time_ms": lead.created_time_ms,
+                        "field_data": lead.field_data,
+                    })
+                    .to_string()
+                    .into_bytes(),
+                    reason: "schema_violation".to_owned(),
+                    detail: error.to_string(),
+                    graph_error: None,
+                    form_id: lead.form_id.clone(),
+                    page_id: lead.page_id.clone(),
+                    source: lead.source,
+                }),
+            }
+        }
+
+        let offsets = batch
+            .offsets
+            .iter()
+            .map(|offset| {
+                let payload =
+                    serde_json::to_vec(offset).expect("an offset record always serialises");
+                (offset.form_id.clone(), payload)
+            })
+            .collect();
+        Ok(Prepared {
+            encoded,
+            dead_letters,
+            offsets,
+            consumer: batch.consumer,
+        })
+    }
+
+    async fn write(
+        &self,
+        producer: &FutureProducer,
+        prepared: Prepared,
+    ) -> Result<Written, SinkError> {
+        let config = &self.setup.config;
+        let Prepared {
+            encoded,
+            dead_letters,
+            offsets,
+            consumer,
+        } = prepared;
+
+        producer.begin_transaction()?;
+        let mut deliveries = Vec::with_capacity(encoded.len() + dead_letters.len() + offsets.len());
+
+        for (lead, bytes) in &encoded {
+            let headers = OwnedHeaders::new()
+                .insert(header("form_id", &lead.form_id))
+                .insert(header("page_id", &lead.page_id))
+                .insert(header("source", lead.source.as_str()));
+            let record = FutureRecord::to(&config.leads_topic)
+                .key(lead.lead_id.as_bytes())
+                .payload(bytes.as_slice())
+                .headers(headers);
+            deliveries.push(enqueue(producer, record).await?);
+        }
+
+        for letter in &dead_letters {
+            let mut headers = OwnedHeaders::new()
+                .insert(header("reason", &letter.reason))
+                .insert(header("detail", &letter.detail))
+                .insert(header("form_id", &letter.form_id))
+                .insert(header("page_id", &letter.page_id))
+                .insert(header("source", letter.source.as_str()));
+            if let Some(error) = &letter.graph_error {
+                headers = headers.insert(header("graph_code", &error.code.to_string()));
+                if let Some(subcode) = error.error_subcode {
+                    headers = headers.insert(header("graph_subcode", &subcode.to_string()));
+                }
+                if let Some(trace) = &error.fbtrace_id {
+                    headers = headers.insert(header("fbtrace_id", trace));
+                }
+            }
+            let record = FutureRecord::to(&config.dead_letter_topic)
+                .key(letter.key.as_bytes())
+                .payload(letter.payload.as_slice())
+                .headers(headers);
+            deliveries.push(enqueue(producer, record).await?);
+        }
+
+        for (form_id, payload) in &offsets {
+            let record = FutureRecord::to(&config.offsets_topic)
+                .key(form_id.as_bytes())
+                .payload(payload.as_slice());
+            deliveries.push(enqueue(producer, record).await?);
+        }
+
+        let timeout = config.transaction_timeout;
+        if let Some(position) = consumer {
+            let producer = producer.clone();
+            tokio::task::spawn_blocking(move || {
+                producer.send_offsets_to_transaction(&position.offsets, &position.group, timeout)
+            })
+            .await
+            .expect("send_offsets_to_transaction does not panic")?;
+        }
+
+        let committer = producer.clone();
+        tokio::task::spawn_blocking(move || committer.commit_transaction(timeout))
+            .await
+            .expect("commit_transaction does not panic")?;
+
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(SinkError::Kafka(error)),
+                Err(_) => {
+                    return Err(SinkError::Transaction(
+                        "delivery report was lost".to_owned(),
+                    ))
+                }
+            }
+        }
+        Ok(Written {
+            leads: encoded.len(),
+            dead_letters: dead_letters.len(),
+        })
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
+    Header {
+        key,
+        value: Some(value.as_bytes()),
+    }
+}
+
+/// Enqueues a record, waiting while librdkafka's local queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, [u8], [u8]>,
+) -> Result<DeliveryFuture, SinkError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((error, _)) => return Err(SinkError::Kafka(error)),
+        }
+    }
+}
+
+async fn new_producer(setup: &KafkaSetup) -> Result<FutureProducer, SinkError> {
+    let producer: FutureProducer = setup.producer_config().create()?;
+    let timeout = setup.config.transaction_timeout;
+    let initialising = producer.clone();
+    tokio::task::spawn_blocking(move || initialising.init_transactions(timeout))
+        .await
+        .expect("init_transactions does not panic")?;
+    tracing::info!(transactional_id = %setup.config.transactional_id, "Kafka transactional producer ready");
+    Ok(producer)
+}
+
+async fn abort(producer: &FutureProducer, timeout: Duration) -> Result<(), KafkaError> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || producer.abort_transaction(timeout))
+        .await
+        .expect("abort_transaction does not panic")
+}
