@@ -20,7 +20,7 @@ use crate::config::BackfillConfig;
 use crate::forms::{FormHandle, PageHealth, Pages};
 use crate::graph::{ErrorClass, GraphClient, GraphError, PageAuth, TimeFilter};
 use crate::kafka::{Batch, DeadLetter, Sink, SinkError};
-use crate::lead::{normalise, Lead, LeadContext, LeadError, LeadSource};
+use crate::lead::{normalise, parse_created_time, Lead, LeadContext, LeadError, LeadSource};
 
 /// Reads of one lead that came back without its fields before the lead is
 /// dead-lettered.
@@ -190,16 +190,41 @@ impl Backfill {
             page_id: &form.page_id,
             source: LeadSource::Backfill,
         };
-        let mut leads = Vec::with_capacity(objects.len());
+        // Leads already handled (read again in the overlap) are skipped
+        // before mapping, so a lead that was dead-lettered is not read again.
+        let mut newest: Option<i64> = None;
+        let fresh: Vec<Value> = {
+            let state = form.state.lock().await;
+            objects
+                .into_iter()
+                .filter(|object| {
+                    let created = object
+                        .get("created_time")
+                        .and_then(|time| parse_created_time(time).ok())
+                        .map(|millis| millis.div_euclid(1000));
+                    let known = match (object.get("id").and_then(Value::as_str), created) {
+                        (Some(lead_id), Some(created)) => state.is_known(lead_id, created),
+                        (Some(lead_id), None) => state.offset().recent.contains_key(lead_id),
+                        _ => false,
+                    };
+                    if known {
+                        newest = newest.max(created);
+                    }
+                    !known
+                })
+                .collect()
+        };
+
+        let mut leads = Vec::with_capacity(fresh.len());
         let mut dead_letters = Vec::new();
-        for object in objects {
+        for object in fresh {
             match self.map_lead(auth, &object, context).await? {
                 Ok(lead) => leads.push(lead),
                 Err(letter) => dead_letters.push(letter),
             }
         }
 
-        let newest = leads.iter().map(|lead| lead.created_time_secs()).max();
+        newest = newest.max(leads.iter().map(|lead| lead.created_time_secs()).max());
         let mut state = form.state.lock().await;
 
         let mut batch_ids = HashSet::new();
@@ -280,10 +305,16 @@ impl Backfill {
             tokio::time::sleep(Duration::from_millis(200 * u64::from(rereads))).await;
             match self.graph.lead(auth, &lead_id).await {
                 Ok(fresh) => current = fresh,
-                Err(error) if error.class() == ErrorClass::NotFound => {
+                Err(error)
+                    if matches!(error.class(), ErrorClass::NotFound | ErrorClass::Invalid) =>
+                {
                     let mut letter =
                         dead_letter(&current, &LeadError::MissingField("field_data"), context);
-                    letter.reason = "not_found".to_owned();
+                    letter.reason = match error.class() {
+                        ErrorClass::NotFound => "not_found",
+                        _ => "graph_invalid",
+                    }
+                    .to_owned();
                     letter.detail = error.to_string();
                     letter.graph_error = error.api_error().cloned();
                     return Ok(Err(letter));
