@@ -11,20 +11,17 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BackfillConfig;
-use crate::forms::{FormHandle, PageHealth, Pages};
-use crate::graph::{ErrorClass, GraphClient, GraphError, PageAuth, TimeFilter};
-use crate::kafka::{Batch, DeadLetter, Sink, SinkError};
-use crate::lead::{normalise, parse_created_time, Lead, LeadContext, LeadError, LeadSource};
-
-/// Reads of one lead that came back without its fields before the lead is
-/// dead-lettered.
-const MAX_LEAD_REREADS: u32 = 3;
+use crate::forms::FormHandle;
+use crate::graph::{GraphError, PageAuth, TimeFilter};
+use crate::kafka::{Batch, Sink, SinkError};
+use crate::lead::{parse_created_time, LeadContext, LeadSource};
+use crate::metrics::FormLabel;
+use crate::reader::LeadReader;
 
 /// Pages read in one window before the read stops with an error. At 100
 /// leads a page this is a million leads in one window.
@@ -59,10 +56,11 @@ pub struct ReadSummary {
 /// Runs bulk reads for forms.
 #[derive(Clone)]
 pub struct Backfill {
-    pub graph: GraphClient,
+    pub reader: LeadReader,
     pub sink: Arc<Sink>,
-    pub pages: Arc<Pages>,
     pub settings: BackfillConfig,
+    /// Whether webhooks are expected to bring leads first.
+    pub webhooks_enabled: bool,
 }
 
 impl Backfill {
@@ -73,13 +71,14 @@ impl Backfill {
         form: &FormHandle,
         cancel: &CancellationToken,
     ) -> Result<ReadSummary, BackfillError> {
-        let auth = self
-            .pages
-            .auth(&form.page_id)
-            .map_err(|health| BackfillError::PageStopped {
-                page_id: form.page_id.clone(),
-                health: health.as_str(),
-            })?;
+        let auth =
+            self.reader
+                .pages
+                .auth(&form.page_id)
+                .map_err(|health| BackfillError::PageStopped {
+                    page_id: form.page_id.clone(),
+                    health: health.as_str(),
+                })?;
         let watermark = form.state.lock().await.watermark();
         let overlap = self.settings.overlap.as_secs() as i64;
         let window = self.settings.window.as_secs() as i64;
@@ -133,9 +132,9 @@ impl Backfill {
             }
             let page = tokio::select! {
                 _ = cancel.cancelled() => return Err(BackfillError::Cancelled),
-                page = self.graph.form_leads(auth, &form.form_id, filters, after.as_deref()) => page,
+                page = self.reader.graph.form_leads(auth, &form.form_id, filters, after.as_deref()) => page,
             };
-            let page = page.map_err(|error| self.page_error(&form.page_id, error))?;
+            let page = page.map_err(|error| self.reader.report(&form.page_id, error))?;
             pages += 1;
             summary.pages += 1;
             summary.leads_seen += page.leads.len();
@@ -158,22 +157,6 @@ impl Backfill {
                 return Err(BackfillError::TooManyPages);
             }
         }
-    }
-
-    fn page_error(&self, page_id: &str, error: GraphError) -> BackfillError {
-        if self.pages.report(page_id, &error) {
-            let health = match self.pages.auth(page_id) {
-                Err(PageHealth::PermissionMissing { .. }) => "permission_missing",
-                _ => "token_invalid",
-            };
-            tracing::error!(
-                page_id,
-                health,
-                error = %error,
-                "Graph API rejected the Page's access token; calls for this Page are stopped until a new token is configured"
-            );
-        }
-        BackfillError::Graph(error)
     }
 
     /// Normalises one page of leads and writes the new ones with the form's
@@ -218,7 +201,12 @@ impl Backfill {
         let mut leads = Vec::with_capacity(fresh.len());
         let mut dead_letters = Vec::new();
         for object in fresh {
-            match self.map_lead(auth, &object, context).await? {
+            match self
+                .reader
+                .map_lead(auth, &object, context)
+                .await
+                .map_err(BackfillError::Graph)?
+            {
                 Ok(lead) => leads.push(lead),
                 Err(letter) => dead_letters.push(letter),
             }
@@ -269,6 +257,15 @@ impl Backfill {
             })
             .await?;
         state.apply(offset);
+        if self.webhooks_enabled && written.leads > 0 {
+            self.reader
+                .metrics
+                .missed_by_webhook
+                .get_or_create(&FormLabel {
+                    form_id: form.form_id.clone(),
+                })
+                .inc_by(written.leads as u64);
+        }
         tracing::debug!(form_id = %form.form_id, leads = written.leads, dead_letters = written.dead_letters, "wrote backfill page");
 
         Ok(PageOutcome {
@@ -276,52 +273,6 @@ impl Backfill {
             written: written.leads,
             dead_letters: written.dead_letters,
         })
-    }
-
-    /// Maps one lead object, reading it again when it came back without its
-    /// fields. `Ok(Err(_))` is a dead letter; `Err(_)` stops the read.
-    async fn map_lead(
-        &self,
-        auth: &PageAuth,
-        object: &Value,
-        context: LeadContext<'_>,
-    ) -> Result<Result<Lead, DeadLetter>, BackfillError> {
-        let mut current = object.clone();
-        let mut rereads = 0;
-        loop {
-            let error = match normalise(&current, context) {
-                Ok(lead) => return Ok(Ok(lead)),
-                Err(error) => error,
-            };
-            let lead_id = current.get("id").and_then(Value::as_str).map(str::to_owned);
-            let Some(lead_id) =
-                lead_id.filter(|_| error.is_worth_rereading() && rereads < MAX_LEAD_REREADS)
-            else {
-                return Ok(Err(dead_letter(&current, &error, context)));
-            };
-
-            rereads += 1;
-            tracing::warn!(lead_id = %lead_id, form_id = context.form_id, attempt = rereads, error = %error, "lead came back incomplete; reading it again");
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(rereads))).await;
-            match self.graph.lead(auth, &lead_id).await {
-                Ok(fresh) => current = fresh,
-                Err(error)
-                    if matches!(error.class(), ErrorClass::NotFound | ErrorClass::Invalid) =>
-                {
-                    let mut letter =
-                        dead_letter(&current, &LeadError::MissingField("field_data"), context);
-                    letter.reason = match error.class() {
-                        ErrorClass::NotFound => "not_found",
-                        _ => "graph_invalid",
-                    }
-                    .to_owned();
-                    letter.detail = error.to_string();
-                    letter.graph_error = error.api_error().cloned();
-                    return Ok(Err(letter));
-                }
-                Err(error) => return Err(self.page_error(context.page_id, error)),
-            }
-        }
     }
 
     /// Records a completed window: the watermark moves to the newest lead
@@ -345,6 +296,14 @@ impl Backfill {
             })
             .await?;
         tracing::debug!(form_id = %form.form_id, watermark = offset.watermark, "bulk-read window complete");
+        let lag = chrono::Utc::now().timestamp() - offset.watermark;
+        self.reader
+            .metrics
+            .watermark_lag
+            .get_or_create(&FormLabel {
+                form_id: form.form_id.clone(),
+            })
+            .set(lag);
         state.apply(offset);
         Ok(())
     }
@@ -355,26 +314,4 @@ struct PageOutcome {
     newest: Option<i64>,
     written: usize,
     dead_letters: usize,
-}
-
-/// Builds the dead letter of a lead object that cannot be mapped.
-pub fn dead_letter(object: &Value, error: &LeadError, context: LeadContext<'_>) -> DeadLetter {
-    let key = object
-        .get("id")
-        .and_then(|id| {
-            id.as_str()
-                .map(str::to_owned)
-                .or_else(|| id.as_u64().map(|id| id.to_string()))
-        })
-        .unwrap_or_else(|| context.form_id.to_owned());
-    DeadLetter {
-        key,
-        payload: object.to_string().into_bytes(),
-        reason: error.reason().to_owned(),
-        detail: error.to_string(),
-        graph_error: None,
-        form_id: context.form_id.to_owned(),
-        page_id: context.page_id.to_owned(),
-        source: context.source,
-    }
 }

@@ -6,6 +6,7 @@
 //! Config types hold plain values only; runtime handles live elsewhere.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -64,6 +65,54 @@ pub struct Config {
     pub backfill: BackfillConfig,
     pub kafka: KafkaConfig,
     pub schema_registry: SchemaRegistryConfig,
+    /// Webhook receiver; without this section only the backfill runs.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Meta webhook receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Address the webhook listener binds; put a TLS proxy in front of it.
+    #[serde(default = "default_webhook_listen")]
+    pub listen: SocketAddr,
+    /// URL path Meta calls, as set in the app's webhook subscription.
+    #[serde(default = "default_webhook_path")]
+    pub path: String,
+    /// Token Meta echoes in the subscription handshake.
+    pub verify_token: Secret,
+    /// Largest accepted request body; larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Longest wait for a notification to be durable in Kafka before the
+    /// request gets 503 and Meta retries it.
+    #[serde(default = "default_durable_timeout", with = "humantime_serde")]
+    pub durable_timeout: Duration,
+    /// Most notifications handled in one Kafka transaction.
+    #[serde(default = "default_fetch_batch")]
+    pub fetch_batch: usize,
+    /// Longest wait for more notifications before a batch is handled.
+    #[serde(default = "default_fetch_linger", with = "humantime_serde")]
+    pub fetch_linger: Duration,
+}
+
+/// Operations listener: `/metrics`, `/health` and `/ready`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
 }
 
 /// Graph API client settings.
@@ -166,6 +215,12 @@ pub struct KafkaConfig {
     /// Compacted topic of per-form offsets.
     #[serde(default = "default_offsets_topic")]
     pub offsets_topic: String,
+    /// Topic of webhook notifications, keyed by form id.
+    #[serde(default = "default_notifications_topic")]
+    pub notifications_topic: String,
+    /// Consumer group of the notifications topic.
+    #[serde(default = "default_consumer_group")]
+    pub consumer_group: String,
     /// Topic of leads that can never be read or mapped.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
@@ -299,6 +354,33 @@ fn default_leads_topic() -> String {
 }
 fn default_offsets_topic() -> String {
     "leadgen.offsets".to_owned()
+}
+fn default_notifications_topic() -> String {
+    "leadgen.notifications".to_owned()
+}
+fn default_consumer_group() -> String {
+    "leadgen-connector".to_owned()
+}
+fn default_webhook_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_webhook_path() -> String {
+    "/webhook".to_owned()
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_durable_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_fetch_batch() -> usize {
+    500
+}
+fn default_fetch_linger() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 fn default_dead_letter_topic() -> String {
     "leadgen.dead-letter".to_owned()
@@ -437,6 +519,7 @@ impl Config {
             ("kafka.leads_topic", &self.kafka.leads_topic),
             ("kafka.offsets_topic", &self.kafka.offsets_topic),
             ("kafka.dead_letter_topic", &self.kafka.dead_letter_topic),
+            ("kafka.notifications_topic", &self.kafka.notifications_topic),
         ] {
             if !is_topic_name(topic) {
                 return Err(invalid(key, format!("`{topic}` is not a valid topic name (letters, digits, `.`, `_`, `-`, at most 249)")));
@@ -457,6 +540,33 @@ impl Config {
                     format!("kafka.properties.\"{key}\""),
                     "the connector sets this property itself; remove it (use kafka.bootstrap_servers or kafka.transactional_id where they apply)",
                 ));
+            }
+        }
+
+        if let Some(webhook) = &self.webhook {
+            if self.graph.app_secret.is_none() {
+                return Err(invalid(
+                    "graph.app_secret",
+                    "webhooks are configured, so the app secret is needed to verify X-Hub-Signature-256; set it or remove [webhook]",
+                ));
+            }
+            if !webhook.path.starts_with('/') {
+                return Err(invalid("webhook.path", "expected a path starting with `/`"));
+            }
+            if webhook.verify_token.is_empty() {
+                return Err(invalid(
+                    "webhook.verify_token",
+                    "expected the verify token set in the app's webhook subscription",
+                ));
+            }
+            if webhook.max_body_bytes < 1024 {
+                return Err(invalid(
+                    "webhook.max_body_bytes",
+                    "expected at least 1024 bytes",
+                ));
+            }
+            if webhook.fetch_batch == 0 {
+                return Err(invalid("webhook.fetch_batch", "expected at least 1"));
             }
         }
 

@@ -1,51 +1,85 @@
 //! Start-up and the running connector: topics, schema, stored offsets, the
-//! transactional sink, and one backfill loop per owned form.
+//! transactional sink, the webhook receiver and fetcher, the operations
+//! listener, and one backfill loop per owned form.
 //!
 //! Start-up fails fast, with a message naming what is unreachable, when
-//! Kafka or the schema registry cannot be reached or the stored offsets
-//! cannot be read. After start-up, failures are retried on the next
-//! interval and never stop the process.
+//! Kafka or the schema registry cannot be reached, the stored offsets
+//! cannot be read, or a listener cannot bind. After start-up, failures are
+//! retried and never stop the process. On shutdown the webhook receiver
+//! answers 503, and in-flight transactions finish before `run` returns.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminState};
 use crate::avro::LeadEncoder;
 use crate::backfill::{Backfill, BackfillError};
 use crate::config::Config;
+use crate::fetcher::{FetchSettings, Fetcher};
 use crate::forms::{FormHandle, Forms, Pages};
 use crate::graph::GraphClient;
 use crate::kafka::{KafkaSetup, Sink};
+use crate::metrics::Metrics;
 use crate::offsets::{load_offsets, DedupLimits, FormOffset, FormState};
+use crate::reader::LeadReader;
+use crate::webhook::{self, Receiver};
 
 /// Time allowed for reading the offsets topic at start-up.
 const OFFSETS_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Delay before the first re-read of an incomplete or invisible lead.
+const REREAD_DELAY: Duration = Duration::from_millis(500);
+
+/// The webhook side of a started connector.
+struct WebhookParts {
+    listener: TcpListener,
+    receiver: Arc<Receiver>,
+    fetcher: Fetcher,
+    path: String,
+    max_body_bytes: usize,
+}
 
 /// A started connector.
 pub struct Connector {
     config: Config,
     backfill: Backfill,
     forms: Arc<Forms>,
+    metrics: Arc<Metrics>,
+    admin_listener: TcpListener,
+    admin_state: Arc<AdminState>,
+    webhook: Option<WebhookParts>,
 }
 
 impl Connector {
-    /// Connects to Kafka and the registry, loads offsets and resolves the
-    /// forms to read.
+    /// Connects to Kafka and the registry, loads offsets, resolves the forms
+    /// to read and binds the listeners.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let metrics = Metrics::shared();
         let setup = KafkaSetup::new(config.kafka.clone());
         if config.kafka.create_topics {
             setup.create_topics().await.with_context(|| {
-                format!("cannot create topics on Kafka at `{}`; check kafka.bootstrap_servers and that the broker is running", config.kafka.bootstrap_servers)
+                format!(
+                    "cannot create topics on Kafka at `{}`; check kafka.bootstrap_servers and that the broker is running",
+                    config.kafka.bootstrap_servers
+                )
             })?;
         }
 
         let encoder = LeadEncoder::register(&config.schema_registry, &config.kafka.leads_topic)
             .await
-            .with_context(|| format!("cannot register the lead schema at `{}`; check schema_registry.url and that the registry is running", config.schema_registry.url))?;
+            .with_context(|| {
+                format!(
+                    "cannot register the lead schema at `{}`; check schema_registry.url and that the registry is running",
+                    config.schema_registry.url
+                )
+            })?;
 
         let offsets = {
             let setup = setup.clone();
@@ -59,18 +93,27 @@ impl Connector {
         };
         tracing::info!(forms_with_offsets = offsets.len(), "loaded stored offsets");
 
-        let sink = Sink::connect(setup, encoder)
+        let sink = Sink::connect(setup.clone(), encoder, metrics.clone())
             .await
             .context("cannot start the Kafka transactional producer")?;
         let graph = GraphClient::new(&config.graph).context("cannot build the Graph API client")?;
         let pages = Arc::new(Pages::new(&config.pages));
+        for page in &config.pages {
+            metrics.set_page_state(&page.id, "healthy");
+        }
+        let reader = LeadReader {
+            graph,
+            pages: pages.clone(),
+            metrics: metrics.clone(),
+            reread_delay: REREAD_DELAY,
+        };
 
         let limits = DedupLimits {
             retention: config.backfill.dedup_retention,
             max_ids: config.backfill.max_recent_ids,
         };
         let forms = Arc::new(Forms::default());
-        for (form_id, page_id) in resolve_forms(&config, &graph, &pages).await {
+        for (form_id, page_id) in resolve_forms(&config, &reader).await {
             let offset = offsets
                 .get(&form_id)
                 .cloned()
@@ -82,16 +125,71 @@ impl Connector {
             });
         }
 
+        let webhook = match &config.webhook {
+            None => None,
+            Some(webhook_config) => {
+                let app_secret = config
+                    .graph
+                    .app_secret
+                    .clone()
+                    .expect("config validation requires graph.app_secret with [webhook]");
+                let receiver = Receiver::new(webhook_config, app_secret, &setup, metrics.clone())
+                    .context("cannot create the notification producer")?;
+                let settings = FetchSettings {
+                    batch_size: webhook_config.fetch_batch,
+                    linger: webhook_config.fetch_linger,
+                };
+                let fetcher = Fetcher::new(
+                    &setup,
+                    reader.clone(),
+                    sink.clone(),
+                    forms.clone(),
+                    settings,
+                )
+                .context("cannot create the notification consumer")?;
+                let listener = TcpListener::bind(webhook_config.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on webhook.listen `{}`",
+                            webhook_config.listen
+                        )
+                    })?;
+                Some(WebhookParts {
+                    listener,
+                    receiver,
+                    fetcher,
+                    path: webhook_config.path.clone(),
+                    max_body_bytes: webhook_config.max_body_bytes,
+                })
+            }
+        };
+
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on admin.listen `{}`", config.admin.listen))?;
+        let admin_state = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            pages: pages.clone(),
+            kafka: setup,
+            registry: config.schema_registry.clone(),
+            http: reqwest::Client::new(),
+        });
+
         let backfill = Backfill {
-            graph,
+            reader,
             sink,
-            pages,
             settings: config.backfill.clone(),
+            webhooks_enabled: webhook.is_some(),
         };
         Ok(Self {
             config,
             backfill,
             forms,
+            metrics,
+            admin_listener,
+            admin_state,
+            webhook,
         })
     }
 
@@ -99,22 +197,77 @@ impl Connector {
         &self.forms
     }
 
-    /// Runs until `shutdown` is cancelled; in-flight transactions finish
-    /// before it returns.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Address the webhook listener is bound to, when webhooks are on.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook
+            .as_ref()
+            .and_then(|parts| parts.listener.local_addr().ok())
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Runs until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let forms = self.forms.all();
-        tracing::info!(forms = forms.len(), interval = ?self.config.backfill.interval, "connector running");
+        tracing::info!(
+            forms = forms.len(),
+            interval = ?self.config.backfill.interval,
+            webhook = ?self.webhook_addr(),
+            admin = %self.admin_addr(),
+            "connector running"
+        );
+
+        let mut tasks = JoinSet::new();
+        let admin_app = admin::router(self.admin_state.clone());
+        let admin_shutdown = shutdown.clone();
+        let admin_listener = self.admin_listener;
+        tasks.spawn(async move {
+            let result = axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(admin_shutdown.cancelled_owned())
+                .await;
+            if let Err(error) = result {
+                tracing::error!(error = %error, "admin listener failed");
+            }
+        });
+
+        if let Some(parts) = self.webhook {
+            let app = webhook::router(parts.receiver.clone(), &parts.path, parts.max_body_bytes);
+            let receiver = parts.receiver.clone();
+            let webhook_shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let stop = async move {
+                    webhook_shutdown.cancelled().await;
+                    receiver.stop_accepting();
+                };
+                let result = axum::serve(parts.listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await;
+                if let Err(error) = result {
+                    tracing::error!(error = %error, "webhook listener failed");
+                }
+            });
+            tasks.spawn(parts.fetcher.run(shutdown.clone()));
+        }
 
         let permits = Arc::new(Semaphore::new(self.config.backfill.concurrency));
-        let mut tasks = JoinSet::new();
         for form in forms {
-            let backfill = self.backfill.clone();
-            let permits = permits.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(backfill_loop(backfill, form, permits, shutdown));
+            tasks.spawn(backfill_loop(
+                self.backfill.clone(),
+                form,
+                permits.clone(),
+                shutdown.clone(),
+            ));
         }
         while let Some(result) = tasks.join_next().await {
-            result.context("a backfill task panicked")?;
+            result.context("a connector task panicked")?;
         }
         tracing::info!("connector stopped");
         Ok(())
@@ -122,23 +275,19 @@ impl Connector {
 }
 
 /// Configured forms, plus every form listed on Pages configured without any.
-async fn resolve_forms(
-    config: &Config,
-    graph: &GraphClient,
-    pages: &Pages,
-) -> Vec<(String, String)> {
+async fn resolve_forms(config: &Config, reader: &LeadReader) -> Vec<(String, String)> {
     let mut forms = config.configured_forms();
     for page in config.pages.iter().filter(|page| page.forms.is_empty()) {
-        let Ok(auth) = pages.auth(&page.id) else {
+        let Ok(auth) = reader.pages.auth(&page.id) else {
             continue;
         };
-        match graph.leadgen_forms(&auth).await {
+        match reader.graph.leadgen_forms(&auth).await {
             Ok(listed) => {
                 tracing::info!(page_id = %page.id, forms = listed.len(), "discovered lead forms");
                 forms.extend(listed.into_iter().map(|form| (form.id, page.id.clone())));
             }
             Err(error) => {
-                pages.report(&page.id, &error);
+                let error = reader.report(&page.id, error);
                 tracing::error!(page_id = %page.id, error = %error, "cannot list the Page's lead forms");
             }
         }

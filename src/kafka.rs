@@ -23,6 +23,7 @@ use crate::avro::{EncodeError, LeadEncoder};
 use crate::config::KafkaConfig;
 use crate::graph::ApiError;
 use crate::lead::{Lead, LeadSource};
+use crate::metrics::{Metrics, Outcome, SourceForm};
 use crate::offsets::FormOffset;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +92,8 @@ impl KafkaSetup {
         client
     }
 
-    /// Creates the leads, offsets and dead-letter topics when missing. The
-    /// offsets topic is compacted.
+    /// Creates the leads, offsets, dead-letter and notifications topics when
+    /// missing. The offsets topic is compacted.
     pub async fn create_topics(&self) -> Result<(), SinkError> {
         let admin: AdminClient<DefaultClientContext> = self.base_config().create()?;
         let replication = || TopicReplication::Fixed(self.config.replication_factor);
@@ -111,6 +112,11 @@ impl KafkaSetup {
             .set("min.compaction.lag.ms", "0"),
             NewTopic::new(
                 &self.config.dead_letter_topic,
+                self.config.partitions,
+                replication(),
+            ),
+            NewTopic::new(
+                &self.config.notifications_topic,
                 self.config.partitions,
                 replication(),
             ),
@@ -170,28 +176,38 @@ struct Prepared {
     consumer: Option<ConsumerPosition>,
 }
 
-/// Counts of what one committed batch wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What one committed batch wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Written {
     pub leads: usize,
     pub dead_letters: usize,
+    /// Source, form id and creation time of each lead record.
+    pub produced: Vec<(LeadSource, String, i64)>,
+    /// Reason of each dead letter.
+    pub reasons: Vec<String>,
 }
 
 /// The transactional producer behind every write.
 pub struct Sink {
     setup: KafkaSetup,
     encoder: LeadEncoder,
+    metrics: Arc<Metrics>,
     producer: Mutex<Option<FutureProducer>>,
 }
 
 impl Sink {
     /// Creates the producer and fences any earlier producer with the same
     /// transactional id, aborting its open transaction.
-    pub async fn connect(setup: KafkaSetup, encoder: LeadEncoder) -> Result<Arc<Self>, SinkError> {
+    pub async fn connect(
+        setup: KafkaSetup,
+        encoder: LeadEncoder,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, SinkError> {
         let producer = new_producer(&setup).await?;
         Ok(Arc::new(Self {
             setup,
             encoder,
+            metrics,
             producer: Mutex::new(Some(producer)),
         }))
     }
@@ -212,6 +228,7 @@ impl Sink {
         };
 
         let result = self.write(&producer, prepared).await;
+        self.record(&result);
         if let Err(error) = &result {
             tracing::warn!(error = %error, "Kafka transaction failed; aborting it");
             if let Err(abort_error) = abort(&producer, self.setup.config.transaction_timeout).await
@@ -279,6 +296,20 @@ impl Sink {
         prepared: Prepared,
     ) -> Result<Written, SinkError> {
         let config = &self.setup.config;
+        let written = Written {
+            leads: prepared.encoded.len(),
+            dead_letters: prepared.dead_letters.len(),
+            produced: prepared
+                .encoded
+                .iter()
+                .map(|(lead, _)| (lead.source, lead.form_id.clone(), lead.created_time_ms))
+                .collect(),
+            reasons: prepared
+                .dead_letters
+                .iter()
+                .map(|letter| letter.reason.clone())
+                .collect(),
+        };
         let Prepared {
             encoded,
             dead_letters,
@@ -357,10 +388,40 @@ impl Sink {
                 }
             }
         }
-        Ok(Written {
-            leads: encoded.len(),
-            dead_letters: dead_letters.len(),
-        })
+        Ok(written)
+    }
+
+    fn record(&self, result: &Result<Written, SinkError>) {
+        let outcome = match result {
+            Ok(_) => "committed",
+            Err(_) => "aborted",
+        };
+        self.metrics
+            .transactions
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        let Ok(written) = result else {
+            self.metrics.kafka_produce_errors.inc();
+            return;
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for (source, form_id, created_time_ms) in &written.produced {
+            self.metrics
+                .leads_produced
+                .get_or_create(&SourceForm {
+                    source: source.as_str().to_owned(),
+                    form_id: form_id.clone(),
+                })
+                .inc();
+            self.metrics
+                .lead_latency
+                .observe((now_ms - created_time_ms).max(0) as f64 / 1000.0);
+        }
+        for reason in &written.reasons {
+            self.metrics.dead_letter(reason);
+        }
     }
 }
 

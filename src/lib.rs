@@ -1,14 +1,19 @@
 //! leadgen-connector: moves Meta Lead Ads leads into Kafka as Avro records,
 //! every lead once, by webhook and by periodic bulk read.
 
+pub mod admin;
 pub mod avro;
 pub mod backfill;
 pub mod config;
 pub mod connector;
+pub mod fetcher;
 pub mod forms;
 pub mod graph;
 pub mod kafka;
 pub mod lead;
+pub mod metrics;
 pub mod offsets;
+pub mod reader;
 pub mod secret;
 pub mod telemetry;
+pub mod webhook;

@@ -43,6 +43,11 @@ pub struct FormOffset {
     pub floor: i64,
     /// Lead id to its `created_time` in Unix seconds.
     pub recent: BTreeMap<String, i64>,
+    /// Leads named by webhooks but not read yet, because their Page's
+    /// token was not working: lead id to webhook `created_time` (0 when
+    /// unknown).
+    #[serde(default)]
+    pub pending: BTreeMap<String, i64>,
 }
 
 impl FormOffset {
@@ -54,6 +59,7 @@ impl FormOffset {
             watermark: 0,
             floor: 0,
             recent: BTreeMap::new(),
+            pending: BTreeMap::new(),
         }
     }
 }

@@ -1,0 +1,462 @@
+//! The webhook path after the receiver: consumes notifications, reads the
+//! leads they name in multi-object reads, and writes them exactly once.
+//!
+//! A batch of notifications is handled in one Kafka transaction that holds
+//! the lead records, the offset of every form they touch, and the consumed
+//! notification offsets. After a crash the uncommitted notifications are
+//! consumed again and the forms' deduplication memory drops the leads that
+//! were already written, so a `read_committed` consumer sees each lead once.
+//!
+//! Lead ids are read 50 at a time with `GET /?ids=...`. Notifications for a
+//! Page whose token is not working are kept in the form's offset as pending
+//! and read once the Page is healthy again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::forms::{FormHandle, Forms};
+use crate::graph::{ErrorClass, GraphError, PageAuth, MAX_IDS_PER_CALL};
+use crate::kafka::{Batch, ConsumerPosition, DeadLetter, KafkaSetup, Sink, SinkError};
+use crate::lead::{Lead, LeadContext, LeadSource};
+use crate::metrics::SourceForm;
+use crate::offsets::FormOffset;
+use crate::reader::{LeadReader, Mapped};
+use crate::webhook::Notification;
+
+/// Longest pause between two attempts at a failing batch.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("Graph API: {0}")]
+    Graph(#[from] GraphError),
+    #[error("Kafka: {0}")]
+    Sink(#[from] SinkError),
+}
+
+/// Settings of the fetcher.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub batch_size: usize,
+    pub linger: Duration,
+}
+
+/// Consumes the notifications topic.
+pub struct Fetcher {
+    consumer: StreamConsumer,
+    reader: LeadReader,
+    sink: Arc<Sink>,
+    forms: Arc<Forms>,
+    settings: FetchSettings,
+}
+
+/// A lead to read: its id, where it belongs, and its webhook time.
+#[derive(Debug, Clone)]
+struct Wanted {
+    lead_id: String,
+    form_id: String,
+    page_id: String,
+    created_secs: Option<i64>,
+}
+
+impl Fetcher {
+    pub fn new(
+        setup: &KafkaSetup,
+        reader: LeadReader,
+        sink: Arc<Sink>,
+        forms: Arc<Forms>,
+        settings: FetchSettings,
+    ) -> Result<Self, SinkError> {
+        let mut client = setup.base_config();
+        client
+            .set("group.id", &setup.config().consumer_group)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: StreamConsumer = client.create()?;
+        consumer.subscribe(&[&setup.config().notifications_topic])?;
+        Ok(Self {
+            consumer,
+            reader,
+            sink,
+            forms,
+            settings,
+        })
+    }
+
+    /// Runs until `shutdown`; a batch in progress is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let messages = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                messages = self.next_batch() => messages,
+            };
+
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match self.handle(&messages).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::error!(notifications = messages.len(), error = %error, retry_in_ms = delay.as_millis() as u64, "notification batch failed; retrying it");
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
+
+    /// Waits up to a second for a first notification, then gathers more for
+    /// up to `linger`. An empty batch still lets pending work run.
+    async fn next_batch(&self) -> Vec<OwnedMessage> {
+        let mut messages = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(1), self.consumer.recv()).await {
+            Ok(Ok(message)) => messages.push(message.detach()),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "notification consumer error");
+                return messages;
+            }
+            Err(_) => return messages,
+        }
+
+        let deadline = tokio::time::Instant::now() + self.settings.linger;
+        while messages.len() < self.settings.batch_size {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => messages.push(message.detach()),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, "notification consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        messages
+    }
+
+    /// Reads and writes the leads of one batch, plus any pending leads of
+    /// Pages that are healthy again, in one transaction.
+    async fn handle(&self, messages: &[OwnedMessage]) -> Result<(), FetchError> {
+        let mut dead_letters = Vec::new();
+        let mut wanted = Vec::new();
+        for message in messages {
+            match parse_notification(message) {
+                Ok(notification) => wanted.push(Wanted {
+                    lead_id: notification.leadgen_id,
+                    form_id: notification.form_id,
+                    page_id: notification.page_id,
+                    created_secs: notification.created_time,
+                }),
+                Err(letter) => dead_letters.push(*letter),
+            }
+        }
+        wanted.retain(|item| {
+            let owned = self.forms.contains(&item.form_id);
+            if !owned {
+                tracing::debug!(form_id = %item.form_id, page_id = %item.page_id, "notification for a form this instance does not read");
+            }
+            owned
+        });
+        wanted.extend(self.pending_of_healthy_pages().await);
+        let wanted = self.drop_known(wanted).await;
+
+        // Read what can be read; park what belongs to stopped Pages.
+        let mut parked: Vec<Wanted> = Vec::new();
+        let mut mapped: Vec<(Wanted, Mapped)> = Vec::new();
+        let mut by_page: BTreeMap<String, Vec<Wanted>> = BTreeMap::new();
+        for item in wanted {
+            by_page.entry(item.page_id.clone()).or_default().push(item);
+        }
+        for (page_id, items) in by_page {
+            let auth = match self.reader.pages.auth(&page_id) {
+                Ok(auth) => auth,
+                Err(_) => {
+                    parked.extend(items);
+                    continue;
+                }
+            };
+            match self.read_page_leads(&auth, &items).await {
+                Ok(results) => mapped.extend(results),
+                Err(error)
+                    if matches!(error.class(), ErrorClass::Token | ErrorClass::Permission) =>
+                {
+                    parked.extend(items);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+
+        self.commit(messages, mapped, parked, dead_letters).await
+    }
+
+    /// Pending leads of forms whose Page has a working token again.
+    async fn pending_of_healthy_pages(&self) -> Vec<Wanted> {
+        let mut wanted = Vec::new();
+        for form in self.forms.all() {
+            if self.reader.pages.auth(&form.page_id).is_err() {
+                continue;
+            }
+            let state = form.state.lock().await;
+            wanted.extend(
+                state
+                    .offset()
+                    .pending
+                    .iter()
+                    .map(|(lead_id, created)| Wanted {
+                        lead_id: lead_id.clone(),
+                        form_id: form.form_id.clone(),
+                        page_id: form.page_id.clone(),
+                        created_secs: Some(*created).filter(|created| *created > 0),
+                    }),
+            );
+        }
+        wanted
+    }
+
+    /// Drops leads already written and repeated ids, before any Graph call.
+    async fn drop_known(&self, wanted: Vec<Wanted>) -> Vec<Wanted> {
+        let mut seen = BTreeSet::new();
+        let mut fresh = Vec::with_capacity(wanted.len());
+        for item in wanted {
+            if !seen.insert(item.lead_id.clone()) {
+                continue;
+            }
+            let Some(form) = self.forms.get(&item.form_id) else {
+                continue;
+            };
+            let known = {
+                let state = form.state.lock().await;
+                state.offset().recent.contains_key(&item.lead_id)
+                    || item
+                        .created_secs
+                        .is_some_and(|created| state.is_known(&item.lead_id, created))
+            };
+            if known {
+                self.count_duplicate(&item.form_id);
+            } else {
+                fresh.push(item);
+            }
+        }
+        fresh
+    }
+
+    /// Reads the leads of one Page, 50 ids per call. A call that fails for
+    /// one bad id falls back to reading its ids one by one.
+    async fn read_page_leads(
+        &self,
+        auth: &PageAuth,
+        items: &[Wanted],
+    ) -> Result<Vec<(Wanted, Mapped)>, GraphError> {
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(MAX_IDS_PER_CALL) {
+            let ids: Vec<String> = chunk.iter().map(|item| item.lead_id.clone()).collect();
+            let objects = match self.reader.graph.leads_by_ids(auth, &ids).await {
+                Ok(objects) => Some(objects),
+                Err(error)
+                    if matches!(error.class(), ErrorClass::NotFound | ErrorClass::Invalid) =>
+                {
+                    tracing::warn!(page_id = %auth.page_id, ids = ids.len(), error = %error, "multi-object read failed; reading the leads one by one");
+                    None
+                }
+                Err(error) => return Err(self.reader.report(&auth.page_id, error)),
+            };
+
+            for item in chunk {
+                let context = LeadContext {
+                    form_id: &item.form_id,
+                    page_id: &item.page_id,
+                    source: LeadSource::Webhook,
+                };
+                let object = objects
+                    .as_ref()
+                    .and_then(|objects| objects.get(&item.lead_id));
+                let result = match object {
+                    Some(object) => self.reader.map_lead(auth, object, context).await?,
+                    None => self.reader.read_lead(auth, &item.lead_id, context).await?,
+                };
+                results.push((item.clone(), result));
+            }
+        }
+        Ok(results)
+    }
+
+    /// Writes one transaction: leads, dead letters, form offsets (with
+    /// pending changes) and the consumed notification offsets.
+    async fn commit(
+        &self,
+        messages: &[OwnedMessage],
+        mapped: Vec<(Wanted, Mapped)>,
+        parked: Vec<Wanted>,
+        mut dead_letters: Vec<DeadLetter>,
+    ) -> Result<(), FetchError> {
+        // Lock every touched form, in form id order, until the commit ends.
+        let mut form_ids: BTreeSet<String> = mapped
+            .iter()
+            .map(|(item, _)| item.form_id.clone())
+            .collect();
+        form_ids.extend(parked.iter().map(|item| item.form_id.clone()));
+        let handles: Vec<Arc<FormHandle>> = form_ids
+            .iter()
+            .filter_map(|form_id| self.forms.get(form_id))
+            .collect();
+        let mut states = Vec::with_capacity(handles.len());
+        for handle in &handles {
+            states.push(handle.state.lock().await);
+        }
+        let index: HashMap<&str, usize> = handles
+            .iter()
+            .enumerate()
+            .map(|(position, handle)| (handle.form_id.as_str(), position))
+            .collect();
+
+        let mut leads: Vec<Lead> = Vec::new();
+        let mut handled: Vec<Vec<(String, i64)>> = vec![Vec::new(); handles.len()];
+        let mut resolved: Vec<Vec<String>> = vec![Vec::new(); handles.len()];
+        for (item, result) in mapped {
+            let position = index[item.form_id.as_str()];
+            resolved[position].push(item.lead_id.clone());
+            match result {
+                Ok(lead) => {
+                    let created = lead.created_time_secs();
+                    if states[position].is_known(&lead.lead_id, created) {
+                        self.count_duplicate(&item.form_id);
+                        continue;
+                    }
+                    handled[position].push((lead.lead_id.clone(), created));
+                    leads.push(lead);
+                }
+                Err(letter) => {
+                    if states[position].offset().recent.contains_key(&letter.key) {
+                        continue;
+                    }
+                    let created = item
+                        .created_secs
+                        .unwrap_or_else(|| states[position].watermark());
+                    handled[position].push((letter.key.clone(), created));
+                    dead_letters.push(letter);
+                }
+            }
+        }
+
+        let mut offsets: Vec<FormOffset> = Vec::new();
+        for (position, state) in states.iter().enumerate() {
+            let (mut offset, _) = state.next_offset(&handled[position], None);
+            for lead_id in &resolved[position] {
+                offset.pending.remove(lead_id);
+            }
+            for item in parked
+                .iter()
+                .filter(|item| item.form_id == handles[position].form_id)
+            {
+                offset
+                    .pending
+                    .insert(item.lead_id.clone(), item.created_secs.unwrap_or(0));
+            }
+            if &offset != state.offset() {
+                offsets.push(offset);
+            }
+        }
+        if !parked.is_empty() {
+            tracing::warn!(
+                leads = parked.len(),
+                "notifications kept as pending until their Page has a working token"
+            );
+        }
+
+        let consumer = self.consumer_position(messages)?;
+        if leads.is_empty() && dead_letters.is_empty() && offsets.is_empty() && consumer.is_none() {
+            return Ok(());
+        }
+        let lead_count = leads.len();
+        self.sink
+            .commit(Batch {
+                leads,
+                dead_letters,
+                offsets: offsets.clone(),
+                consumer,
+            })
+            .await?;
+
+        for offset in offsets {
+            let position = index[offset.form_id.as_str()];
+            states[position].apply(offset);
+        }
+        if lead_count > 0 || !messages.is_empty() {
+            tracing::debug!(
+                notifications = messages.len(),
+                leads = lead_count,
+                "wrote webhook batch"
+            );
+        }
+        Ok(())
+    }
+
+    /// Next offsets to consume for every partition in the batch, with the
+    /// group metadata that fences stale instances.
+    fn consumer_position(
+        &self,
+        messages: &[OwnedMessage],
+    ) -> Result<Option<ConsumerPosition>, SinkError> {
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for message in messages {
+            let entry = next
+                .entry((message.topic().to_owned(), message.partition()))
+                .or_insert(0);
+            *entry = (*entry).max(message.offset() + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        }
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            SinkError::Transaction("the notification consumer has no group metadata".to_owned())
+        })?;
+        Ok(Some(ConsumerPosition { offsets, group }))
+    }
+
+    fn count_duplicate(&self, form_id: &str) {
+        self.reader
+            .metrics
+            .duplicates_skipped
+            .get_or_create(&SourceForm {
+                source: LeadSource::Webhook.as_str().to_owned(),
+                form_id: form_id.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Reads a notification record; one that cannot be read is a dead letter.
+fn parse_notification(message: &OwnedMessage) -> Result<Notification, Box<DeadLetter>> {
+    let payload = message.payload().unwrap_or_default();
+    serde_json::from_slice(payload).map_err(|error| {
+        let form_id = message
+            .key()
+            .map(|key| String::from_utf8_lossy(key).into_owned())
+            .unwrap_or_default();
+        Box::new(DeadLetter {
+            key: form_id.clone(),
+            payload: payload.to_vec(),
+            reason: "invalid_notification".to_owned(),
+            detail: format!(
+                "notification record at offset {} is not valid: {error}",
+                message.offset()
+            ),
+            graph_error: None,
+            form_id,
+            page_id: String::new(),
+            source: LeadSource::Webhook,
+        })
+    })
+}
