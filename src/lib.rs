@@ -11,4 +11,5 @@ pub mod kafka;
 pub mod lead;
 pub mod offsets;
 pub mod secret;
+pub mod sim;
 pub mod telemetry;
