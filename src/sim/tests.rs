@@ -593,7 +593,9 @@ async fn budget_exhaustion_returns_80005() {
 async fn budget_window_rolls() {
     let sim = start_sim(|config| {
         config.daily_budget_per_page = Some(2);
-        config.budget_window = Duration::from_millis(300);
+        // Long enough that the first two calls stay in the window on a
+        // loaded machine, short enough to wait out in a test.
+        config.budget_window = Duration::from_secs(2);
     })
     .await;
     let path = format!("/v25.0/{FORM}/leads");
@@ -609,7 +611,7 @@ async fn budget_window_rolls() {
             .error_code(),
         Some(80005)
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         get(&sim, &path, &[("access_token", TOKEN)]).await.status,
         200
@@ -941,7 +943,7 @@ async fn lead_rate_creates_leads() {
     sim.set_leads_per_second(0.0);
     let created = sim.stats().leads_created;
     assert!(
-        (10..=40).contains(&created),
+        (5..=50).contains(&created),
         "{created} leads in 0.5 s at 50/s"
     );
 }
