@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod offsets;
 pub mod reader;
 pub mod secret;
+pub mod sim;
 pub mod telemetry;
 pub mod webhook;
