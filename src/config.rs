@@ -608,7 +608,9 @@ fn is_topic_name(value: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
-/// Replaces `${VAR}` in every string value; `$${` stays a literal `${`.
+/// Replaces `${VAR}` in every string value with the variable's value, and
+/// `${VAR:-default}` with the value or, when unset or empty, the default.
+/// `$${` stays a literal `${`.
 fn expand_variables(
     value: &mut toml::Value,
     key: &str,
@@ -658,7 +660,11 @@ fn expand_string(
                     "unterminated `${` reference; write `${NAME}`, or `$${` for a literal `${`",
                 )
             })?;
-            let name = &stripped[..end];
+            let reference = &stripped[..end];
+            let (name, default) = match reference.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (reference, None),
+            };
             let valid = !name.is_empty()
                 && name
                     .bytes()
@@ -666,13 +672,16 @@ fn expand_string(
             if !valid {
                 return Err(invalid(
                     key,
-                    format!("`${{{name}}}` is not a valid environment variable reference"),
+                    format!("`${{{reference}}}` is not a valid environment variable reference"),
                 ));
             }
-            let resolved = lookup(name).ok_or_else(|| ConfigError::MissingVariable {
-                key: key.to_owned(),
-                var: name.to_owned(),
-            })?;
+            let resolved = lookup(name)
+                .filter(|value| default.is_none() || !value.is_empty())
+                .or_else(|| default.map(str::to_owned))
+                .ok_or_else(|| ConfigError::MissingVariable {
+                    key: key.to_owned(),
+                    var: name.to_owned(),
+                })?;
             output.push_str(&resolved);
             rest = &stripped[end + 1..];
         } else {
@@ -799,6 +808,18 @@ mod tests {
         let message = parse(&text).unwrap_err().to_string();
 
         assert!(message.contains("listed twice"), "{message}");
+    }
+
+    #[test]
+    fn default_applies_when_variable_is_unset() {
+        assert_eq!(
+            expand_string("${UNSET_VAR:-fallback}", "key", &env).unwrap(),
+            "fallback"
+        );
+        assert_eq!(
+            expand_string("${PAGE_TOKEN:-fallback}", "key", &env).unwrap(),
+            "token-from-env"
+        );
     }
 
     #[test]

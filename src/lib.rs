@@ -16,5 +16,6 @@ pub mod offsets;
 pub mod reader;
 pub mod secret;
 pub mod sim;
+pub mod tail;
 pub mod telemetry;
 pub mod webhook;

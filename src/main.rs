@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use leadgen_connector::config::Config;
 use leadgen_connector::connector::Connector;
+use leadgen_connector::tail::TailOptions;
 use leadgen_connector::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -32,6 +33,17 @@ enum Command {
         #[arg(long, short, default_value = "connector.toml")]
         config: PathBuf,
     },
+    /// Prints the lead records that reach Kafka, decoded, as they arrive.
+    Tail {
+        #[arg(long, short, default_value = "connector.toml")]
+        config: PathBuf,
+        /// Start from the oldest record instead of the newest.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Print one JSON object per record.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the Avro schema of lead records.
     Schema,
 }
@@ -43,6 +55,20 @@ async fn main() -> anyhow::Result<()> {
 
     match cli.command {
         Command::Run { config } => run(config).await,
+        Command::Tail {
+            config,
+            from_beginning,
+            json,
+        } => {
+            let config = load(&config)?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let options = TailOptions {
+                from_beginning,
+                json,
+            };
+            leadgen_connector::tail::tail(&config, options, shutdown).await
+        }
         Command::Schema => {
             print!("{}", leadgen_connector::avro::LEAD_SCHEMA);
             Ok(())
@@ -50,9 +76,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("invalid configuration in `{}`", path.display()))
+}
+
 async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)
-        .with_context(|| format!("invalid configuration in `{}`", path.display()))?;
+    let config = load(&path)?;
     let connector = Connector::start(config).await?;
 
     let shutdown = CancellationToken::new();
