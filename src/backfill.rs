@@ -23,9 +23,8 @@ use crate::lead::{parse_created_time, LeadContext, LeadSource};
 use crate::metrics::FormLabel;
 use crate::reader::LeadReader;
 
-/// Pages read in one window before the read stops with an error. At 100
-/// leads a page this is a million leads in one window.
-const MAX_PAGES_PER_WINDOW: usize = 10_000;
+/// Smallest page size the read shrinks to after server failures.
+const MIN_PAGE_SIZE: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
@@ -38,8 +37,8 @@ pub enum BackfillError {
         page_id: String,
         health: &'static str,
     },
-    #[error("window read more than {MAX_PAGES_PER_WINDOW} pages; stopping this read")]
-    TooManyPages,
+    #[error("one window took {0} pages, the backfill.max_pages_per_window cap; stopping this read (raise the cap or shorten backfill.window)")]
+    TooManyPages(usize),
     #[error("shutting down")]
     Cancelled,
 }
@@ -125,6 +124,7 @@ impl Backfill {
         let mut seen_cursors = HashSet::new();
         let mut newest: Option<i64> = None;
         let mut pages = 0;
+        let mut limit = self.reader.graph.page_size();
 
         loop {
             if cancel.is_cancelled() {
@@ -132,9 +132,19 @@ impl Backfill {
             }
             let page = tokio::select! {
                 _ = cancel.cancelled() => return Err(BackfillError::Cancelled),
-                page = self.reader.graph.form_leads(auth, &form.form_id, filters, after.as_deref()) => page,
+                page = self.reader.graph.form_leads(auth, &form.form_id, filters, after.as_deref(), limit) => page,
             };
-            let page = page.map_err(|error| self.reader.report(&form.page_id, error))?;
+            let page = match page {
+                Ok(page) => page,
+                // Meta's servers fail on pages that are too heavy to build;
+                // smaller pages of the same cursor usually go through.
+                Err(error) if error.is_server_failure() && limit > MIN_PAGE_SIZE => {
+                    limit = (limit / 2).max(MIN_PAGE_SIZE);
+                    tracing::warn!(form_id = %form.form_id, limit, error = %error, "bulk read keeps failing on the server; retrying with smaller pages");
+                    continue;
+                }
+                Err(error) => return Err(self.reader.report(&form.page_id, error).into()),
+            };
             pages += 1;
             summary.pages += 1;
             summary.leads_seen += page.leads.len();
@@ -153,8 +163,8 @@ impl Backfill {
                 }
                 Some(cursor) => after = Some(cursor),
             }
-            if pages >= MAX_PAGES_PER_WINDOW {
-                return Err(BackfillError::TooManyPages);
+            if pages >= self.settings.max_pages_per_window {
+                return Err(BackfillError::TooManyPages(pages));
             }
         }
     }

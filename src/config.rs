@@ -180,6 +180,14 @@ pub struct BackfillConfig {
     /// Forms read at the same time.
     #[serde(default = "default_backfill_concurrency")]
     pub concurrency: usize,
+    /// Most pages read in one time window before the read stops with an
+    /// error, so a paging loop cannot run forever.
+    #[serde(default = "default_max_pages_per_window")]
+    pub max_pages_per_window: usize,
+    /// How often Pages configured without forms are listed again, so new
+    /// forms start being read.
+    #[serde(default = "default_discovery_interval", with = "humantime_serde")]
+    pub discovery_interval: Duration,
     /// How long lead ids stay in a form's deduplication memory, counted back
     /// from its watermark. It covers Meta's 36-hour webhook retry window.
     #[serde(default = "default_dedup_retention", with = "humantime_serde")]
@@ -198,6 +206,8 @@ impl Default for BackfillConfig {
             start: default_backfill_start(),
             window: default_backfill_window(),
             concurrency: default_backfill_concurrency(),
+            max_pages_per_window: default_max_pages_per_window(),
+            discovery_interval: default_discovery_interval(),
             dedup_retention: default_dedup_retention(),
             max_recent_ids: default_max_recent_ids(),
         }
@@ -342,6 +352,12 @@ fn default_backfill_window() -> Duration {
 }
 fn default_backfill_concurrency() -> usize {
     4
+}
+fn default_max_pages_per_window() -> usize {
+    10_000
+}
+fn default_discovery_interval() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_dedup_retention() -> Duration {
     Duration::from_secs(48 * 3600)
@@ -495,6 +511,18 @@ impl Config {
         }
         if self.backfill.window < Duration::from_secs(60) {
             return Err(invalid("backfill.window", "expected at least `1m`"));
+        }
+        if self.backfill.max_pages_per_window == 0 {
+            return Err(invalid(
+                "backfill.max_pages_per_window",
+                "expected at least 1",
+            ));
+        }
+        if self.backfill.discovery_interval.is_zero() {
+            return Err(invalid(
+                "backfill.discovery_interval",
+                "expected a positive duration such as `10m`",
+            ));
         }
         if self.backfill.concurrency == 0 {
             return Err(invalid("backfill.concurrency", "expected at least 1"));

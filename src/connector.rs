@@ -8,6 +8,7 @@
 //! retried and never stop the process. On shutdown the webhook receiver
 //! answers 503, and in-flight transactions finish before `run` returns.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +16,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::avro::LeadEncoder;
@@ -46,9 +47,38 @@ struct WebhookParts {
     max_body_bytes: usize,
 }
 
+/// Applies a reloaded configuration's Page tokens. A Page whose token
+/// changed is healthy again: its backfill resumes and its pending webhook
+/// notifications are read. Other settings take effect on restart.
+#[derive(Clone)]
+pub struct Reloader {
+    pages: Arc<Pages>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    pub fn apply(&self, config: &Config) {
+        let before = self.pages.health();
+        self.pages.reload(&config.pages);
+        for (page_id, health) in self.pages.health() {
+            self.metrics.set_page_state(&page_id, health.as_str());
+            if before.get(&page_id).is_some_and(|old| *old != health) {
+                tracing::info!(page_id = %page_id, health = health.as_str(), "Page token replaced; calls for this Page resume");
+            }
+        }
+        tracing::info!(
+            pages = config.pages.len(),
+            "configuration reloaded; new Page tokens apply now, other changes on restart"
+        );
+    }
+}
+
 /// A started connector.
 pub struct Connector {
     config: Config,
+    /// Offsets loaded at start-up, for forms discovered later.
+    stored_offsets: Arc<HashMap<String, FormOffset>>,
+    limits: DedupLimits,
     backfill: Backfill,
     forms: Arc<Forms>,
     metrics: Arc<Metrics>,
@@ -184,6 +214,8 @@ impl Connector {
         };
         Ok(Self {
             config,
+            stored_offsets: Arc::new(offsets),
+            limits,
             backfill,
             forms,
             metrics,
@@ -191,6 +223,14 @@ impl Connector {
             admin_state,
             webhook,
         })
+    }
+
+    /// A handle that applies new Page tokens while the connector runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            pages: self.backfill.reader.pages.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     pub fn forms(&self) -> &Arc<Forms> {
@@ -225,7 +265,7 @@ impl Connector {
             "connector running"
         );
 
-        let mut tasks = JoinSet::new();
+        let tasks = TaskTracker::new();
         let admin_app = admin::router(self.admin_state.clone());
         let admin_shutdown = shutdown.clone();
         let admin_listener = self.admin_listener;
@@ -266,9 +306,21 @@ impl Connector {
                 shutdown.clone(),
             ));
         }
-        while let Some(result) = tasks.join_next().await {
-            result.context("a connector task panicked")?;
+        if self.config.pages.iter().any(|page| page.forms.is_empty()) {
+            let discovery = Discovery {
+                config: self.config.clone(),
+                backfill: self.backfill.clone(),
+                forms: self.forms.clone(),
+                stored_offsets: self.stored_offsets.clone(),
+                limits: self.limits,
+                permits,
+                tasks: tasks.clone(),
+            };
+            tasks.spawn(discovery.run(shutdown.clone()));
         }
+
+        tasks.close();
+        tasks.wait().await;
         tracing::info!("connector stopped");
         Ok(())
     }
@@ -277,6 +329,13 @@ impl Connector {
 /// Configured forms, plus every form listed on Pages configured without any.
 async fn resolve_forms(config: &Config, reader: &LeadReader) -> Vec<(String, String)> {
     let mut forms = config.configured_forms();
+    forms.extend(discover_forms(config, reader).await);
+    forms
+}
+
+/// Every form listed on Pages configured without forms.
+async fn discover_forms(config: &Config, reader: &LeadReader) -> Vec<(String, String)> {
+    let mut forms = Vec::new();
     for page in config.pages.iter().filter(|page| page.forms.is_empty()) {
         let Ok(auth) = reader.pages.auth(&page.id) else {
             continue;
@@ -293,6 +352,51 @@ async fn resolve_forms(config: &Config, reader: &LeadReader) -> Vec<(String, Str
         }
     }
     forms
+}
+
+/// Lists forms of Pages configured without forms on an interval and starts
+/// reading the new ones.
+struct Discovery {
+    config: Config,
+    backfill: Backfill,
+    forms: Arc<Forms>,
+    stored_offsets: Arc<HashMap<String, FormOffset>>,
+    limits: DedupLimits,
+    permits: Arc<Semaphore>,
+    tasks: TaskTracker,
+}
+
+impl Discovery {
+    async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.backfill.discovery_interval) => {}
+            }
+            for (form_id, page_id) in discover_forms(&self.config, &self.backfill.reader).await {
+                if self.forms.contains(&form_id) {
+                    continue;
+                }
+                let offset = self
+                    .stored_offsets
+                    .get(&form_id)
+                    .cloned()
+                    .unwrap_or_else(|| FormOffset::new(&form_id, &page_id));
+                tracing::info!(form_id = %form_id, page_id = %page_id, "new lead form discovered; reading it");
+                let form = self.forms.insert(FormHandle {
+                    form_id,
+                    page_id,
+                    state: tokio::sync::Mutex::new(FormState::new(offset, self.limits)),
+                });
+                self.tasks.spawn(backfill_loop(
+                    self.backfill.clone(),
+                    form,
+                    self.permits.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
+    }
 }
 
 async fn backfill_loop(

@@ -101,6 +101,14 @@ impl GraphError {
         }
     }
 
+    /// Whether the server failed (HTTP 5xx), as opposed to refusing the call.
+    pub fn is_server_failure(&self) -> bool {
+        match self {
+            GraphError::Api { status, .. } | GraphError::Status { status } => *status >= 500,
+            _ => false,
+        }
+    }
+
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {
             GraphError::Api { error, .. } => Some(error),
@@ -235,10 +243,11 @@ impl GraphClient {
         form_id: &str,
         filters: &[TimeFilter],
         after: Option<&str>,
+        limit: u32,
     ) -> Result<LeadsPage, GraphError> {
         let mut query = vec![
             ("fields", LEAD_FIELDS.to_owned()),
-            ("limit", self.page_size.to_string()),
+            ("limit", limit.to_string()),
         ];
         if !filters.is_empty() {
             query.push(("filtering", filtering_param(filters)));
@@ -459,6 +468,11 @@ impl GraphClient {
             );
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Configured leads per bulk-read page.
+    pub fn page_size(&self) -> u32 {
+        self.page_size
     }
 
     /// Latest usage percentage reported for a Page, for health and metrics.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use leadgen_connector::config::Config;
-use leadgen_connector::connector::Connector;
+use leadgen_connector::connector::{Connector, Reloader};
 use leadgen_connector::tail::TailOptions;
 use leadgen_connector::telemetry::{self, LogFormat};
 
@@ -86,7 +86,22 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(reload_on_hangup(path, connector.reloader()));
     connector.run(shutdown).await
+}
+
+/// Re-reads the config file on SIGHUP and applies new Page tokens.
+async fn reload_on_hangup(path: PathBuf, reloader: Reloader) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("installing a SIGHUP handler succeeds at start-up");
+    while hangup.recv().await.is_some() {
+        match load(&path) {
+            Ok(config) => reloader.apply(&config),
+            Err(error) => {
+                tracing::error!(error = %format_args!("{error:#}"), "configuration not reloaded; the running one stays")
+            }
+        }
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

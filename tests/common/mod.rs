@@ -240,6 +240,7 @@ pub struct Running {
     pub webhook_url: Option<String>,
     pub admin_url: String,
     pub metrics: std::sync::Arc<leadgen_connector::metrics::Metrics>,
+    pub reloader: leadgen_connector::connector::Reloader,
 }
 
 impl Running {
@@ -250,6 +251,7 @@ impl Running {
             .map(|addr| format!("http://{addr}/webhook"));
         let admin_url = format!("http://{}", connector.admin_addr());
         let metrics = connector.metrics().clone();
+        let reloader = connector.reloader();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(connector.run(shutdown.clone()));
         Self {
@@ -258,6 +260,7 @@ impl Running {
             webhook_url,
             admin_url,
             metrics,
+            reloader,
         }
     }
 
@@ -639,6 +642,32 @@ pub fn sign(body: &[u8]) -> String {
         .expect("HMAC takes any key");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A signed webhook body naming one lead, as Meta sends it.
+pub fn webhook_body(page_id: &str, form_id: &str, lead_ids: &[String]) -> String {
+    let changes: Vec<serde_json::Value> = lead_ids
+        .iter()
+        .map(|lead_id| {
+            serde_json::json!({"field": "leadgen", "value": {
+                "leadgen_id": lead_id, "page_id": page_id, "form_id": form_id, "created_time": chrono::Utc::now().timestamp()
+            }})
+        })
+        .collect();
+    serde_json::json!({"object": "page", "entry": [{"id": page_id, "time": chrono::Utc::now().timestamp(), "changes": changes}]}).to_string()
+}
+
+/// Posts a signed webhook and returns the HTTP status.
+pub async fn post_webhook(url: &str, body: &str) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign(body.as_bytes()))
+        .body(body.to_owned())
+        .send()
+        .await
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
 }
 
 /// Reads a file from `tests/fixtures`.
