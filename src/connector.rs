@@ -126,7 +126,9 @@ impl Connector {
         let sink = Sink::connect(setup.clone(), encoder, metrics.clone())
             .await
             .context("cannot start the Kafka transactional producer")?;
-        let graph = GraphClient::new(&config.graph).context("cannot build the Graph API client")?;
+        let graph = GraphClient::new(&config.graph)
+            .context("cannot build the Graph API client")?
+            .with_metrics(metrics.clone());
         let pages = Arc::new(Pages::new(&config.pages));
         for page in &config.pages {
             metrics.set_page_state(&page.id, "healthy");

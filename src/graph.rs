@@ -22,6 +22,7 @@ use url::Url;
 
 use crate::config::GraphConfig;
 use crate::lead::LEAD_FIELDS;
+use crate::metrics::{Metrics, PageLabel};
 use crate::secret::Secret;
 
 /// Most ids Meta accepts in one `?ids=` read.
@@ -208,6 +209,7 @@ pub struct GraphClient {
     initial_backoff: Duration,
     max_backoff: Duration,
     usage: Arc<Mutex<HashMap<String, PageUsage>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl GraphClient {
@@ -233,6 +235,7 @@ impl GraphClient {
             initial_backoff: config.initial_backoff,
             max_backoff: config.max_backoff,
             usage: Arc::default(),
+            metrics: None,
         })
     }
 
@@ -333,7 +336,9 @@ impl GraphClient {
             attempt += 1;
             self.wait_for_budget(&auth.page_id).await;
 
-            let error = match self.get_once(auth, path, query).await {
+            let result = self.get_once(auth, path, query).await;
+            self.count_call(path, &result);
+            let error = match result {
                 Ok(body) => return Ok(body),
                 Err(error) => error,
             };
@@ -417,9 +422,48 @@ impl GraphClient {
         }
     }
 
+    /// Counts calls in the metrics, when the client has them.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_call(&self, path: &str, result: &Result<Value, GraphError>) {
+        let Some(metrics) = &self.metrics else { return };
+        let endpoint = if path.is_empty() {
+            "ids"
+        } else if path.ends_with("/leads") {
+            "form_leads"
+        } else if path.ends_with("/leadgen_forms") {
+            "leadgen_forms"
+        } else {
+            "lead"
+        };
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(error) => match error.class() {
+                ErrorClass::Transient => "transient",
+                ErrorClass::RateLimited => "rate_limited",
+                ErrorClass::Token => "token",
+                ErrorClass::Permission => "permission",
+                ErrorClass::NotFound => "not_found",
+                ErrorClass::Invalid => "invalid",
+            },
+        };
+        metrics.graph_call(endpoint, outcome);
+    }
+
     /// Records usage headers; returns Meta's requested pause, if any.
     fn record_usage(&self, page_id: &str, headers: &HeaderMap) -> Option<Duration> {
         let usage = parse_usage_headers(page_id, headers)?;
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .rate_budget_usage
+                .get_or_create(&PageLabel {
+                    page_id: page_id.to_owned(),
+                })
+                .set(usage.percent);
+        }
         let regain_after =
             (usage.regain_minutes > 0).then(|| Duration::from_secs(usage.regain_minutes * 60));
         let mut pages = self.usage.lock().expect("usage map lock is never poisoned");
