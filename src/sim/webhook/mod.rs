@@ -17,6 +17,8 @@ mod dispatch;
 mod payload;
 mod stats;
 
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
