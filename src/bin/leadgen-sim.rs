@@ -4,14 +4,19 @@
 //! The world comes from `--config FILE` (TOML), `--demo`, or the generated
 //! flags (`--pages`, `--forms-per-page`, `--leads-per-form`). Flags such as
 //! `--seed`, `--rate` or `--daily-budget` override any of the three.
+//!
+//! `--webhook-url` sends a signed `leadgen` webhook for each lead created at
+//! run time. The other `--webhook-*` flags override single fields of the
+//! config file's `[webhook]` table or of the defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::bail;
 use anyhow::Context;
 use clap::Parser;
-use leadgen_connector::sim::{self, SimConfig, GENERATED_TOKEN_PREFIX};
+use leadgen_connector::sim::{self, SimConfig, WebhookConfig, GENERATED_TOKEN_PREFIX};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -77,6 +82,106 @@ struct Cli {
     /// Log each Page's access token at start-up.
     #[arg(long)]
     print_tokens: bool,
+
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// Flags of the webhook sender; each overrides one field of `[webhook]`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Webhooks")]
+struct WebhookArgs {
+    /// URL that receives a signed leadgen webhook for each lead created at run time.
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
+
+    /// Key of X-Hub-Signature-256 [default: the --app-secret value].
+    #[arg(long, env = "LEADGEN_SIM_WEBHOOK_APP_SECRET", hide_env_values = true)]
+    webhook_app_secret: Option<String>,
+
+    /// Share of notifications, from 0 to 1, that are never sent [default: 0].
+    #[arg(long, value_name = "SHARE")]
+    webhook_drop: Option<f64>,
+
+    /// Share of notifications, from 0 to 1, that are sent twice [default: 0].
+    #[arg(long, value_name = "SHARE")]
+    webhook_duplicate: Option<f64>,
+
+    /// Share of notifications, from 0 to 1, that wait --webhook-delay first [default: 0].
+    #[arg(long, value_name = "SHARE")]
+    webhook_delay_share: Option<f64>,
+
+    /// Wait of delayed notifications, such as 2s [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    webhook_delay: Option<Duration>,
+
+    /// POSTs ready within this window are sent in a shuffled order, such as 500ms [default: 0s, off].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    webhook_reorder_window: Option<Duration>,
+
+    /// Maximum leadgen changes per POST [default: 1].
+    #[arg(long, value_name = "CHANGES")]
+    webhook_batch_max: Option<usize>,
+
+    /// Time a failed POST keeps being retried before it is abandoned, such as 1m [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    webhook_retry_for: Option<Duration>,
+}
+
+impl WebhookArgs {
+    /// Applies the flags to the config file's webhook settings, if any.
+    fn apply(&self, webhook: Option<WebhookConfig>) -> anyhow::Result<Option<WebhookConfig>> {
+        let mut webhook = match (webhook, &self.webhook_url) {
+            (Some(mut webhook), Some(url)) => {
+                webhook.url = url.clone();
+                webhook
+            }
+            (Some(webhook), None) => webhook,
+            (None, Some(url)) => WebhookConfig::new(url.clone()),
+            (None, None) => {
+                if self.any_field_set() {
+                    bail!("--webhook-* flags need --webhook-url or a [webhook] table in --config");
+                }
+                return Ok(None);
+            }
+        };
+        if let Some(secret) = &self.webhook_app_secret {
+            webhook.app_secret = Some(secret.clone());
+        }
+        if let Some(share) = self.webhook_drop {
+            webhook.drop_share = share;
+        }
+        if let Some(share) = self.webhook_duplicate {
+            webhook.duplicate_share = share;
+        }
+        if let Some(share) = self.webhook_delay_share {
+            webhook.delay_share = share;
+        }
+        if let Some(delay) = self.webhook_delay {
+            webhook.delay = delay;
+        }
+        if let Some(window) = self.webhook_reorder_window {
+            webhook.reorder_window = window;
+        }
+        if let Some(batch_max) = self.webhook_batch_max {
+            webhook.batch_max = batch_max;
+        }
+        if let Some(retry_for) = self.webhook_retry_for {
+            webhook.retry_for = retry_for;
+        }
+        Ok(Some(webhook))
+    }
+
+    fn any_field_set(&self) -> bool {
+        self.webhook_app_secret.is_some()
+            || self.webhook_drop.is_some()
+            || self.webhook_duplicate.is_some()
+            || self.webhook_delay_share.is_some()
+            || self.webhook_delay.is_some()
+            || self.webhook_reorder_window.is_some()
+            || self.webhook_batch_max.is_some()
+            || self.webhook_retry_for.is_some()
+    }
 }
 
 impl Cli {
@@ -117,6 +222,7 @@ impl Cli {
         if let Some(window) = self.budget_window {
             config.budget_window = window;
         }
+        config.webhook = self.webhook.apply(config.webhook.take())?;
         Ok(config)
     }
 }
@@ -140,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
         daily_budget_per_page = config.daily_budget_per_page,
         budget_window = %humantime::format_duration(config.budget_window),
         leads_per_second = config.leads_per_second,
+        webhook_url = config.webhook.as_ref().map(|webhook| webhook.url.as_str()),
         "simulator ready"
     );
     for page in &config.pages {

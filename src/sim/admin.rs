@@ -14,8 +14,10 @@
 //! | `DELETE /_sim/faults` | | clear faults |
 //! | `PUT /_sim/budget` | `{"daily_budget_per_page":N or null,"reset":true}` | change the budget or forget counted calls; both keys optional |
 //! | `PUT /_sim/rate` | `{"leads_per_second":x}` | change the lead rate |
-//! | `GET /_sim/stats` | | call counters |
-//! | `DELETE /_sim/stats` | | reset call counters |
+//! | `GET /_sim/stats` | | call counters, with webhook counters under `webhooks` |
+//! | `DELETE /_sim/stats` | | reset call and webhook counters |
+//! | `PUT /_sim/webhook` | a `WebhookConfig`, or `null` to turn webhooks off | replace the webhook settings |
+//! | `GET /_sim/webhook` | | `{"config": .. or null, "stats": ..}`; the config without `app_secret` |
 //!
 //! Errors are `{"error":"..."}` with status 404 for unknown ids, 409 for a
 //! clashing id or token, and 400 for invalid input.
@@ -35,6 +37,7 @@ use super::faults::Fault;
 use super::shared::Shared;
 use super::stats::SimStats;
 use super::store::{StoreError, TokenState};
+use super::webhook::WebhookConfig;
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
@@ -48,6 +51,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/budget", put(change_budget))
         .route("/rate", put(change_rate))
         .route("/stats", get(stats).delete(reset_stats))
+        .route("/webhook", get(webhook).put(change_webhook))
 }
 
 struct AdminError(StatusCode, String);
@@ -242,4 +246,21 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<SimStats> {
 async fn reset_stats(State(shared): State<Arc<Shared>>) -> StatusCode {
     shared.reset_stats();
     StatusCode::NO_CONTENT
+}
+
+async fn webhook(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({
+        "config": shared.webhook_config(),
+        "stats": shared.webhook_stats(),
+    }))
+}
+
+async fn change_webhook(
+    State(shared): State<Arc<Shared>>,
+    Json(config): Json<Option<WebhookConfig>>,
+) -> Result<StatusCode, AdminError> {
+    shared
+        .set_webhook(config)
+        .map_err(|error| AdminError(StatusCode::BAD_REQUEST, format!("{error:#}")))?;
+    Ok(StatusCode::NO_CONTENT)
 }

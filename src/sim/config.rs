@@ -1,5 +1,5 @@
 //! Simulator configuration: Pages, their access tokens and lead forms, the
-//! seed for generated data, and the call budget.
+//! seed for generated data, the call budget and the webhook sender.
 //!
 //! The TOML form read by `leadgen-sim --config` has the same field names:
 //!
@@ -19,6 +19,10 @@
 //! id = "200000001000001"
 //! name = "Test drive booking"
 //! initial_leads = 250
+//!
+//! [webhook]                      # optional; see WebhookConfig for every key
+//! url = "http://127.0.0.1:8080/webhook"
+//! drop_share = 0.01
 //! ```
 
 use std::collections::HashSet;
@@ -26,6 +30,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+
+use super::webhook::WebhookConfig;
 
 /// First generated Page id; Page `i` (from 0) gets this plus `i`.
 pub const GENERATED_PAGE_ID_BASE: u64 = 100_000_000_000_001;
@@ -59,6 +65,9 @@ pub struct SimConfig {
     pub budget_window: Duration,
     /// Leads per second created at run time across all forms; 0 is off.
     pub leads_per_second: f64,
+    /// Signed `leadgen` webhooks for leads created at run time; `None`
+    /// sends none.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// A Facebook Page and its Page access token.
@@ -92,6 +101,7 @@ impl Default for SimConfig {
             daily_budget_per_page: None,
             budget_window: DEFAULT_BUDGET_WINDOW,
             leads_per_second: 0.0,
+            webhook: None,
         }
     }
 }
@@ -177,9 +187,13 @@ impl SimConfig {
         toml::from_str(text).context("invalid simulator configuration TOML")
     }
 
-    /// Checks that ids and tokens are unique and non-empty and that the rate
-    /// is a finite non-negative number.
+    /// Checks that ids and tokens are unique and non-empty, that the rate
+    /// is a finite non-negative number, and that the webhook settings are
+    /// valid and have an app secret.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(webhook) = &self.webhook {
+            webhook.resolve(self.app_secret.as_deref())?;
+        }
         if !self.leads_per_second.is_finite() || self.leads_per_second < 0.0 {
             bail!(
                 "leads_per_second must be a finite number >= 0, got {}",
@@ -278,6 +292,42 @@ mod tests {
 
         let written = toml::to_string(&config).expect("config serializes");
         assert_eq!(SimConfig::from_toml(&written).expect("reparses"), config);
+    }
+
+    #[test]
+    fn toml_reads_webhook_table() {
+        let text = r#"
+            app_secret = "s3cret"
+
+            [webhook]
+            url = "http://127.0.0.1:8080/webhook"
+            drop_share = 0.25
+            delay = "2s"
+            batch_max = 10
+        "#;
+        let config = SimConfig::from_toml(text).expect("valid TOML");
+        let webhook = config.webhook.as_ref().expect("webhook table read");
+        assert_eq!(webhook.url, "http://127.0.0.1:8080/webhook");
+        assert_eq!(webhook.drop_share, 0.25);
+        assert_eq!(webhook.delay, Duration::from_secs(2));
+        assert_eq!(webhook.batch_max, 10);
+        assert_eq!(webhook.app_secret, None);
+        config
+            .validate()
+            .expect("top-level app_secret signs webhooks");
+
+        let written = toml::to_string(&config).expect("config serializes");
+        assert_eq!(SimConfig::from_toml(&written).expect("reparses"), config);
+    }
+
+    #[test]
+    fn validate_rejects_unsigned_webhook() {
+        let config = SimConfig {
+            webhook: Some(WebhookConfig::new("http://127.0.0.1:8080/webhook")),
+            ..SimConfig::generated(1, 1, 1, 0)
+        };
+        let error = config.validate().expect_err("no app secret");
+        assert!(error.to_string().contains("app secret"), "{error}");
     }
 
     #[test]

@@ -11,12 +11,17 @@
 //! - `GET /{lead-id}`, `GET /{form-id}`, `GET /{page-id}`, `GET /me`,
 //! - `GET /?ids=A,B` (at most 50 ids).
 //!
+//! With a [`WebhookConfig`], every lead created at run time (by
+//! [`SimHandle::add_leads`], [`SimHandle::insert_lead`], the admin endpoints
+//! or the lead rate) is also announced to a receiver URL by a signed
+//! `leadgen` webhook, as Meta does. Leads of the initial history are not.
+//!
 //! Module map: `config` (settings), `data` (seeded lead contents), `store`
 //! (objects), `query` and `paging` (parameters and cursors), `graph`
 //! (response bodies), `server` (access checks and headers), `budget`,
-//! `faults`, `stats`, `admin` (the `/_sim/` endpoints), `live` (lead rate).
-//! New leads all pass through one function in `store`, where webhook
-//! delivery would be added.
+//! `faults`, `stats`, `admin` (the `/_sim/` endpoints), `live` (lead rate),
+//! `webhook` (the webhook sender). New leads all pass through one function
+//! in `store`, which leaves a webhook notification for each.
 
 mod admin;
 mod budget;
@@ -32,10 +37,12 @@ mod server;
 mod shared;
 mod stats;
 mod store;
+mod webhook;
 
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -52,17 +59,26 @@ pub use faults::{EndpointKind, Fault, FaultAction};
 pub use server::appsecret_proof;
 pub use stats::{CallCounts, SimStats};
 pub use store::TokenState;
+pub use webhook::{
+    WebhookConfig, WebhookStats, DEFAULT_BATCH_LINGER, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_FOR,
+    DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+};
 
 use shared::Shared;
 
 /// Starts the simulator on `addr` (use port 0 for a free port) and returns
 /// once it accepts connections.
 ///
-/// The server and the lead-rate task run on the current Tokio runtime until
-/// [`SimHandle::shutdown`] or until the runtime stops.
+/// The server, the lead-rate task and the webhook sender run on the current
+/// Tokio runtime until [`SimHandle::shutdown`] or until the runtime stops.
 pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
     config.validate()?;
     let store = store::Store::new(&config, Utc::now())?;
+    let (webhooks, webhook_queue) = webhook::Webhooks::new(
+        config.webhook.as_ref(),
+        config.app_secret.clone(),
+        config.seed,
+    )?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("failed to bind the simulator to {addr}"))?;
@@ -70,7 +86,7 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHan
         .local_addr()
         .context("failed to read the simulator's bound address")?;
 
-    let shared = Arc::new(Shared::new(&config, store, local_addr));
+    let shared = Arc::new(Shared::new(&config, store, webhooks, local_addr));
     let app = server::router(Arc::clone(&shared));
 
     let server_shared = Arc::clone(&shared);
@@ -89,6 +105,12 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHan
         server_shared.stopped.send_replace(true);
     });
     tokio::spawn(live::run_lead_rate(Arc::clone(&shared)));
+    let webhook_shutdown = shared.shutdown.subscribe();
+    tokio::spawn(async move {
+        if let Err(error) = webhook::run_dispatcher(webhook_queue, webhook_shutdown).await {
+            tracing::error!(error = %format!("{error:#}"), "webhook sender failed to start");
+        }
+    });
 
     tracing::info!(addr = %local_addr, pages = config.pages.len(), "simulator listening");
     Ok(SimHandle { shared })
@@ -130,6 +152,10 @@ impl SimHandle {
     /// id. A lead without an `id` gets one. A missing or unparseable
     /// `created_time` is kept as is in the JSON, and the lead sorts and
     /// filters as if created now.
+    ///
+    /// While a webhook is configured the lead is announced like a generated
+    /// one. The notification has the form and Page the lead is stored in,
+    /// the time it sorts by, and the JSON's `ad_id` if it has one.
     ///
     /// # Panics
     /// If the form does not exist, `lead` is not an object, or its id is in
@@ -231,11 +257,44 @@ impl SimHandle {
         self.shared.stats()
     }
 
+    /// Resets the call counters and the webhook counters. The webhook gauges
+    /// `pending` and `in_flight` keep their values.
     pub fn reset_stats(&self) {
         self.shared.reset_stats();
     }
 
-    /// Stops accepting connections and stops the lead-rate task. Returns at
+    /// Replaces the webhook settings. A config without `app_secret` uses
+    /// [`SimConfig::app_secret`]. POSTs already queued or being retried
+    /// switch to the new settings at their next attempt. `None` turns
+    /// webhooks off and discards every notification not yet delivered.
+    ///
+    /// # Errors
+    /// If the config is invalid or no app secret is available; the previous
+    /// settings then stay in force.
+    pub fn set_webhook(&self, config: Option<WebhookConfig>) -> anyhow::Result<()> {
+        self.shared.set_webhook(config)
+    }
+
+    /// Returns the webhook settings without the app secret.
+    pub fn webhook_config(&self) -> Option<WebhookConfig> {
+        self.shared.webhook_config()
+    }
+
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.shared.webhook_stats()
+    }
+
+    /// Returns a future that resolves once no webhook notification is
+    /// pending: each was delivered, dropped on purpose, abandoned or
+    /// discarded. It resolves at once when nothing was ever sent. Wrap it
+    /// in a timeout, because a receiver that keeps failing delays it for
+    /// up to `retry_for`.
+    pub fn webhook_idle(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.webhooks.idle()
+    }
+
+    /// Stops accepting connections and stops the lead-rate task and the
+    /// webhook sender, which discards what it has not delivered. Returns at
     /// once; await [`SimHandle::stopped`] to wait for the server to finish.
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);

@@ -1,5 +1,6 @@
 //! State shared by the HTTP handlers, the lead-rate task and `SimHandle`:
-//! the object store, faults, budget and counters, each behind its own mutex.
+//! the object store, faults, budget and counters, each behind its own mutex,
+//! and the webhook sender.
 //!
 //! No code path holds two of these locks at once, so their order never
 //! matters.
@@ -18,6 +19,7 @@ use super::error::trace_id;
 use super::faults::{Fault, FaultSet};
 use super::stats::SimStats;
 use super::store::{Store, StoreError, TokenState};
+use super::webhook::{Notification, WebhookConfig, WebhookStats, Webhooks};
 
 /// Locks a mutex, recovering the data if a thread panicked while holding
 /// it. No critical section here is expected to panic; if one does, the
@@ -41,10 +43,16 @@ pub(crate) struct Shared {
     pub stopped: watch::Sender<bool>,
     /// Leads per second created by the lead-rate task.
     pub rate: watch::Sender<f64>,
+    pub webhooks: Webhooks,
 }
 
 impl Shared {
-    pub fn new(config: &SimConfig, store: Store, local_addr: SocketAddr) -> Self {
+    pub fn new(
+        config: &SimConfig,
+        store: Store,
+        webhooks: Webhooks,
+        local_addr: SocketAddr,
+    ) -> Self {
         Self {
             store: Mutex::new(store),
             faults: Mutex::new(FaultSet::default()),
@@ -60,6 +68,7 @@ impl Shared {
             shutdown: watch::Sender::new(false),
             stopped: watch::Sender::new(false),
             rate: watch::Sender::new(config.leads_per_second),
+            webhooks,
         }
     }
 
@@ -73,21 +82,33 @@ impl Shared {
         lock(&self.stats).leads_created += count as u64;
     }
 
+    /// Runs a change that may create leads and sends the webhook
+    /// notifications of those leads after the store lock is released.
+    fn change_store<T>(&self, change: impl FnOnce(&mut Store) -> T) -> T {
+        let (result, notifications): (T, Vec<Notification>) = {
+            let mut store = lock(&self.store);
+            let result = change(&mut store);
+            (result, store.take_notifications())
+        };
+        self.webhooks.notify(notifications);
+        result
+    }
+
     pub fn add_leads(&self, form_id: &str, count: usize) -> Result<Vec<String>, StoreError> {
-        let ids = lock(&self.store).add_leads(form_id, count, Utc::now())?;
+        let ids = self.change_store(|store| store.add_leads(form_id, count, Utc::now()))?;
         self.count_created(ids.len());
         tracing::debug!(form_id, count, "leads added");
         Ok(ids)
     }
 
     pub fn add_leads_to_random_forms(&self, count: usize) -> usize {
-        let created = lock(&self.store).add_leads_to_random_forms(count, Utc::now());
+        let created = self.change_store(|store| store.add_leads_to_random_forms(count, Utc::now()));
         self.count_created(created.len());
         created.len()
     }
 
     pub fn insert_lead(&self, form_id: &str, lead: Value) -> Result<String, StoreError> {
-        let id = lock(&self.store).insert_lead(form_id, lead, Utc::now())?;
+        let id = self.change_store(|store| store.insert_lead(form_id, lead, Utc::now()))?;
         self.count_created(1);
         tracing::debug!(form_id, lead_id = %id, "raw lead inserted");
         Ok(id)
@@ -149,11 +170,26 @@ impl Shared {
     }
 
     pub fn stats(&self) -> SimStats {
-        lock(&self.stats).clone()
+        let mut stats = lock(&self.stats).clone();
+        stats.webhooks = self.webhooks.stats();
+        stats
     }
 
     pub fn reset_stats(&self) {
         *lock(&self.stats) = SimStats::default();
+        self.webhooks.reset_stats();
+    }
+
+    pub fn set_webhook(&self, config: Option<WebhookConfig>) -> anyhow::Result<()> {
+        self.webhooks.set_config(config)
+    }
+
+    pub fn webhook_config(&self) -> Option<WebhookConfig> {
+        self.webhooks.config()
+    }
+
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.webhooks.stats()
     }
 
     pub fn leads(&self, form_id: &str) -> Result<Vec<Value>, StoreError> {

@@ -1,13 +1,15 @@
 //! Call counters: Graph API calls by endpoint kind and by Page, split into
 //! successes and errors, plus errors by Graph code and by HTTP status.
 //!
-//! Admin calls under `/_sim/` are not counted.
+//! Admin calls under `/_sim/` are not counted. The webhook sender's
+//! counters are kept by the sender and copied in under `webhooks`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::faults::EndpointKind;
+use super::webhook::WebhookStats;
 
 /// Calls of one group, split by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,9 @@ pub struct SimStats {
     pub faults_applied: u64,
     /// Leads created after start-up, by library call, admin call or rate.
     pub leads_created: u64,
+    /// Webhook sender counters.
+    #[serde(default)]
+    pub webhooks: WebhookStats,
 }
 
 impl SimStats {

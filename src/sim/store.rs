@@ -2,8 +2,9 @@
 //! ascending creation order per form.
 //!
 //! Every lead that the simulator creates after start-up goes through
-//! [`Store::append_lead`], so anything that must follow a new lead, such as
-//! a signed webhook delivery, belongs there.
+//! [`Store::append_lead`], which also leaves a webhook notification for it.
+//! Callers take those with [`Store::take_notifications`] and send them once
+//! the store lock is released.
 
 use std::collections::HashMap;
 
@@ -14,6 +15,7 @@ use serde_json::{json, Map, Value};
 use super::config::{SimConfig, SimForm};
 use super::data::{format_created_time, parse_created_time, FormProfile, LeadGenerator};
 use super::paging::SortKey;
+use super::webhook::{LeadgenChange, Notification};
 
 /// Seconds between the newest initial lead and start-up.
 const HISTORY_END_MARGIN_SECONDS: i64 = 60;
@@ -92,6 +94,10 @@ pub(crate) struct Store {
     lead_index: HashMap<String, (String, SortKey)>,
     generator: LeadGenerator,
     history_days: u32,
+    /// Notifications of leads created at run time, not yet taken.
+    notifications: Vec<Notification>,
+    /// Sequence number of the next lead created at run time.
+    next_notification_sequence: u64,
 }
 
 impl Store {
@@ -104,6 +110,8 @@ impl Store {
             lead_index: HashMap::new(),
             generator: LeadGenerator::new(config.seed),
             history_days: config.history_days,
+            notifications: Vec::new(),
+            next_notification_sequence: 0,
         };
         let mut example_pending = true;
         for (index, page) in config.pages.iter().enumerate() {
@@ -302,6 +310,11 @@ impl Store {
     /// A lead without a string `id` gets a generated one. A lead whose
     /// `created_time` is missing or unparseable is sorted and filtered as if
     /// created at `now`, while its JSON keeps the value it came with.
+    ///
+    /// Like generated leads, the lead gets a webhook notification. It names
+    /// the form and Page the lead is stored in, its sort time as
+    /// `created_time`, and the JSON's `ad_id` when that is a string or
+    /// number. The JSON's own `form_id` is ignored.
     pub fn insert_lead(
         &mut self,
         form_id: &str,
@@ -337,11 +350,9 @@ impl Store {
         Ok(id)
     }
 
-    /// Inserts a lead created after start-up into its form.
-    ///
-    /// NOTE: webhook delivery of new leads is not built. A signed `leadgen`
-    /// change sent to a configured URL would be added here, because every
-    /// lead created at run time passes through this function.
+    /// Inserts a lead created after start-up into its form and leaves a
+    /// webhook notification for it. Leads of the initial history do not
+    /// pass through here, so they send no webhooks.
     fn append_lead(
         &mut self,
         form_id: &str,
@@ -354,6 +365,18 @@ impl Store {
             .ok_or_else(|| StoreError::UnknownForm(form_id.to_owned()))?;
         let position = form.leads.partition_point(|lead| lead.key < key);
         let id = key.id.clone();
+        let ad_id = match body.get("ad_id") {
+            Some(Value::String(ad_id)) => Some(ad_id.clone()),
+            Some(Value::Number(ad_id)) => Some(ad_id.to_string()),
+            _ => None,
+        };
+        let change = LeadgenChange::new(
+            id.clone(),
+            form.page_id.clone(),
+            form_id.to_owned(),
+            ad_id,
+            key.created,
+        );
         form.leads.insert(
             position,
             StoredLead {
@@ -362,7 +385,18 @@ impl Store {
             },
         );
         self.lead_index.insert(id, (form_id.to_owned(), key));
+        self.notifications.push(Notification {
+            sequence: self.next_notification_sequence,
+            change,
+        });
+        self.next_notification_sequence += 1;
         Ok(())
+    }
+
+    /// Takes the notifications of leads created since the last call, in
+    /// creation order.
+    pub fn take_notifications(&mut self) -> Vec<Notification> {
+        std::mem::take(&mut self.notifications)
     }
 
     /// Removes a lead; returns whether it existed.
@@ -518,6 +552,34 @@ mod tests {
             let (_, lead) = store.lead(id).expect("lead stored");
             assert_eq!(lead.key.created, now.timestamp());
         }
+    }
+
+    #[test]
+    fn run_time_leads_leave_notifications() {
+        let (mut store, now) = store();
+        assert!(store.take_notifications().is_empty(), "initial leads");
+
+        let ids = store
+            .add_leads("200000002000001", 2, now)
+            .expect("form exists");
+        let raw = store
+            .insert_lead("200000001000001", json!({"ad_id": "77"}), now)
+            .expect("form exists");
+        let notifications = store.take_notifications();
+        let sequences: Vec<u64> = notifications.iter().map(|n| n.sequence).collect();
+        assert_eq!(sequences, [0, 1, 2]);
+        assert_eq!(notifications[0].change.leadgen_id, ids[0]);
+        assert_eq!(notifications[1].change.page_id, "100000000000002");
+        assert_eq!(notifications[1].change.form_id, "200000002000001");
+        assert_eq!(notifications[1].change.created_time, now.timestamp());
+        assert_eq!(notifications[2].change.leadgen_id, raw);
+        assert_eq!(notifications[2].change.ad_id.as_deref(), Some("77"));
+        assert!(store.take_notifications().is_empty(), "already taken");
+
+        store
+            .add_leads("200000001000001", 1, now)
+            .expect("form exists");
+        assert_eq!(store.take_notifications()[0].sequence, 3);
     }
 
     #[test]
