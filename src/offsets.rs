@@ -159,7 +159,28 @@ fn enforce_limits(offset: &mut FormOffset, max_ids: usize) -> usize {
 }
 
 /// Reads the latest committed offset of every form from the offsets topic.
+///
+/// Right after topic creation the broker may not lead the new partitions
+/// yet; Kafka errors are retried for up to `timeout` before they are
+/// returned.
 pub fn load_offsets(
+    setup: &KafkaSetup,
+    topic: &str,
+    timeout: Duration,
+) -> Result<HashMap<String, FormOffset>, SinkError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match load_offsets_once(setup, topic, timeout) {
+            Err(SinkError::Kafka(error)) if std::time::Instant::now() < deadline => {
+                tracing::warn!(topic, error = %error, "offsets topic not readable yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn load_offsets_once(
     setup: &KafkaSetup,
     topic: &str,
     timeout: Duration,

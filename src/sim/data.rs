@@ -17,6 +17,10 @@ use serde_json::{json, Map, Value};
 /// gets wrong ids.
 pub const FIRST_LEAD_ID: u64 = 9_007_199_254_740_993;
 
+/// Distance between the first history id and the first run-time id, so a
+/// history of up to 100 million leads never reaches run-time ids.
+const RUNTIME_ID_OFFSET: u64 = 4_000_000_000;
+
 /// Graph API timestamp format: `2015-02-28T08:49:14+0000`.
 const CREATED_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%z";
 
@@ -348,6 +352,18 @@ impl LeadGenerator {
             next_lead_id: FIRST_LEAD_ID,
             forms_created: 0,
         }
+    }
+
+    /// Moves the next id past every id a simulator started earlier can have
+    /// given out, so leads created at run time never reuse the id of a lead
+    /// from an earlier run against the same Kafka topics. The history keeps
+    /// its seeded ids. The base grows by 100 ids per millisecond of wall
+    /// clock since 2023-11-14, far more than a run creates.
+    pub fn continue_from_clock(&mut self, now: DateTime<Utc>) {
+        const CLOCK_EPOCH_MILLIS: i64 = 1_700_000_000_000;
+        let elapsed = u64::try_from(now.timestamp_millis() - CLOCK_EPOCH_MILLIS).unwrap_or(0);
+        let base = FIRST_LEAD_ID + RUNTIME_ID_OFFSET + elapsed.saturating_mul(100);
+        self.next_lead_id = self.next_lead_id.max(base);
     }
 
     /// Returns a fresh lead id; ids grow by a random step.

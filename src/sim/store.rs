@@ -131,6 +131,7 @@ impl Store {
                 example_pending &= form.initial_leads == 0;
             }
         }
+        store.generator.continue_from_clock(now);
         Ok(store)
     }
 
