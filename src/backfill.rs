@@ -52,6 +52,9 @@ pub struct ReadSummary {
     pub dead_letters: usize,
 }
 
+/// Called with the running totals after each page of a read.
+pub type Progress<'a> = &'a (dyn Fn(&ReadSummary) + Send + Sync);
+
 /// Runs bulk reads for forms.
 #[derive(Clone)]
 pub struct Backfill {
@@ -98,7 +101,15 @@ impl Backfill {
             }
 
             let newest = self
-                .read_window(form, &auth, &filters, window_start, cancel, &mut summary)
+                .read_window(
+                    form,
+                    &auth,
+                    &filters,
+                    window_start,
+                    cancel,
+                    &mut summary,
+                    None,
+                )
                 .await?;
             self.complete_window(form, newest).await?;
 
@@ -109,8 +120,70 @@ impl Backfill {
         }
     }
 
+    /// Reads the leads of a form created from `since` up to `until`
+    /// (exclusive; `None` is now), in windows of `backfill.window`, writing
+    /// what the form's offset does not know yet. Unlike
+    /// [`Backfill::read_form`] it never moves the watermark: the offset
+    /// records the ids written, so later reads of the form skip them.
+    pub async fn read_range(
+        &self,
+        form: &FormHandle,
+        since: i64,
+        until: Option<i64>,
+        cancel: &CancellationToken,
+        progress: Progress<'_>,
+    ) -> Result<ReadSummary, BackfillError> {
+        let auth =
+            self.reader
+                .pages
+                .auth(&form.page_id)
+                .map_err(|health| BackfillError::PageStopped {
+                    page_id: form.page_id.clone(),
+                    health: health.as_str(),
+                })?;
+        let window = self.settings.window.as_secs() as i64;
+
+        let mut window_start = since;
+        let mut summary = ReadSummary::default();
+        loop {
+            let window_end = window_start.saturating_add(window);
+            let last_end = match until {
+                Some(until) if window_end >= until => Some(until),
+                Some(_) => Some(window_end),
+                None if window_end > chrono::Utc::now().timestamp() => None,
+                None => Some(window_end),
+            };
+            let mut filters = vec![TimeFilter::GreaterThanOrEqual(window_start)];
+            if let Some(end) = last_end {
+                filters.push(TimeFilter::LessThan(end));
+            }
+
+            self.read_window(
+                form,
+                &auth,
+                &filters,
+                window_start,
+                cancel,
+                &mut summary,
+                Some(progress),
+            )
+            .await?;
+
+            let done = match (last_end, until) {
+                (None, _) => true,
+                (Some(end), Some(until)) => end >= until,
+                (Some(_), None) => false,
+            };
+            if done {
+                return Ok(summary);
+            }
+            window_start = window_end;
+        }
+    }
+
     /// Reads every page of one window; returns the newest `created_time`
     /// among the leads handled.
+    #[allow(clippy::too_many_arguments)]
     async fn read_window(
         &self,
         form: &FormHandle,
@@ -119,6 +192,7 @@ impl Backfill {
         window_start: i64,
         cancel: &CancellationToken,
         summary: &mut ReadSummary,
+        progress: Option<Progress<'_>>,
     ) -> Result<Option<i64>, BackfillError> {
         let mut after: Option<String> = None;
         let mut seen_cursors = HashSet::new();
@@ -155,6 +229,9 @@ impl Backfill {
             summary.leads_written += handled.written;
             summary.dead_letters += handled.dead_letters;
             newest = newest.max(handled.newest);
+            if let Some(progress) = progress {
+                progress(summary);
+            }
 
             match page.next_cursor {
                 None => return Ok(newest),

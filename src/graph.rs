@@ -269,6 +269,13 @@ impl GraphClient {
             .await
     }
 
+    /// Reads a Page's `id` and `name`, a call that needs a working token but
+    /// no leads permission.
+    pub async fn page(&self, auth: &PageAuth) -> Result<Value, GraphError> {
+        self.get(auth, &auth.page_id, &[("fields", "id,name".to_owned())])
+            .await
+    }
+
     /// Reads up to [`MAX_IDS_PER_CALL`] leads in one call; the answer maps
     /// each id to its lead object.
     pub async fn leads_by_ids(
