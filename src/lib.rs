@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod avro;
 pub mod backfill;
+pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod fetcher;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use leadgen_connector::cli;
 use leadgen_connector::config::Config;
 use leadgen_connector::connector::{Connector, Reloader};
 use leadgen_connector::tail::TailOptions;
@@ -44,8 +45,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Prints the Avro schema of lead records.
-    Schema,
+    /// Prints the Avro schema of lead records, or checks it against the
+    /// schema registry.
+    Schema(cli::schema::SchemaArgs),
+    /// Checks the configuration, Kafka, the topics, the schema registry and
+    /// every Page's token, one line per check.
+    Validate(cli::validate::ValidateArgs),
+    /// Shows or resets the stored per-form offsets.
+    Offsets(cli::offsets::OffsetsArgs),
+    /// Reads one form's leads over a time range once, writing the new ones
+    /// without moving the form's watermark.
+    Backfill(cli::backfill::BackfillArgs),
+    /// Reads dead-lettered leads again and writes those that map now.
+    Replay(cli::replay::ReplayArgs),
 }
 
 #[tokio::main]
@@ -69,10 +81,11 @@ async fn main() -> anyhow::Result<()> {
             };
             leadgen_connector::tail::tail(&config, options, shutdown).await
         }
-        Command::Schema => {
-            print!("{}", leadgen_connector::avro::LEAD_SCHEMA);
-            Ok(())
-        }
+        Command::Schema(args) => cli::schema::run(args).await,
+        Command::Validate(args) => cli::validate::run(args).await,
+        Command::Offsets(args) => cli::offsets::run(args).await,
+        Command::Backfill(args) => cli::backfill::run(args).await,
+        Command::Replay(args) => cli::replay::run(args).await,
     }
 }
 

@@ -1,0 +1,105 @@
+//! The schema registry's compatibility check of the shipped lead schema,
+//! shared by `validate` and `schema --check`.
+
+use serde::Deserialize;
+
+use crate::avro::LEAD_SCHEMA;
+use crate::config::SchemaRegistryConfig;
+
+/// Media type of the Confluent REST API.
+const REGISTRY_MEDIA_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// The registry's verdict on the shipped lead schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compatibility {
+    Compatible,
+    /// With the registry's explanation, when it sent one.
+    Incompatible(Vec<String>),
+    /// The subject has no version yet. The connector registers one at
+    /// start-up.
+    NotRegistered,
+}
+
+#[derive(Deserialize)]
+struct CompatibilityResponse {
+    is_compatible: bool,
+    #[serde(default)]
+    messages: Vec<String>,
+}
+
+/// Subject of the lead schema under the topic name strategy.
+pub fn lead_subject(leads_topic: &str) -> String {
+    format!("{leads_topic}-value")
+}
+
+/// Asks the registry whether [`LEAD_SCHEMA`] is compatible with the latest
+/// version under `subject`. `Err` describes what failed and what to check.
+pub async fn check_lead_schema(
+    registry: &SchemaRegistryConfig,
+    subject: &str,
+) -> Result<Compatibility, String> {
+    let url = format!(
+        "{}/compatibility/subjects/{subject}/versions/latest?verbose=true",
+        registry.url.trim_end_matches('/')
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(registry.timeout)
+        .build()
+        .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
+    let mut request = client
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, REGISTRY_MEDIA_TYPE)
+        .json(&serde_json::json!({ "schema": LEAD_SCHEMA }));
+    if let Some(username) = &registry.username {
+        request = request.basic_auth(
+            username,
+            registry.password.as_ref().map(|password| password.expose()),
+        );
+    }
+
+    let response = request.send().await.map_err(|error| {
+        format!(
+            "no answer from the schema registry at schema_registry.url `{}`: {}; check schema_registry.url and that the registry is running",
+            registry.url,
+            error_chain(&error.without_url())
+        )
+    })?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(Compatibility::NotRegistered);
+    }
+    if !status.is_success() {
+        return Err(format!(
+            "the schema registry at schema_registry.url `{}` returned HTTP {status} to the compatibility check of subject `{subject}`: {}; check the URL, the credentials and the registry's log",
+            registry.url,
+            body.trim()
+        ));
+    }
+    let answer: CompatibilityResponse = serde_json::from_str(&body).map_err(|error| {
+        format!(
+            "the schema registry at schema_registry.url `{}` returned an invalid compatibility response ({error}): {}; check that the URL points at the Confluent-compatible API",
+            registry.url,
+            body.trim()
+        )
+    })?;
+    if answer.is_compatible {
+        Ok(Compatibility::Compatible)
+    } else {
+        Ok(Compatibility::Incompatible(answer.messages))
+    }
+}
+
+/// Formats an error with its sources, which carry the cause of a failed
+/// request.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
