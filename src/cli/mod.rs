@@ -98,11 +98,20 @@ pub async fn stored_offsets(setup: &KafkaSetup) -> anyhow::Result<HashMap<String
     })
 }
 
-/// Registers the lead schema and starts the transactional producer.
+/// Creates missing topics when `kafka.create_topics` is set, registers the
+/// lead schema and starts the transactional producer.
 pub async fn connect_sink(
     config: &Config,
     setup: &KafkaSetup,
 ) -> anyhow::Result<(Arc<Sink>, LeadEncoder)> {
+    if config.kafka.create_topics {
+        setup.create_topics().await.with_context(|| {
+            format!(
+                "cannot create topics on Kafka at `{}`; check kafka.bootstrap_servers and that the broker is running",
+                config.kafka.bootstrap_servers
+            )
+        })?;
+    }
     let encoder = LeadEncoder::register(&config.schema_registry, &config.kafka.leads_topic)
         .await
         .with_context(|| {
