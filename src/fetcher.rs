@@ -76,6 +76,9 @@ impl Fetcher {
         let mut client = setup.base_config();
         client
             .set("group.id", &setup.config().consumer_group)
+            // Static membership: a restarted instance takes its partitions
+            // back at once instead of waiting out the dead member's session.
+            .set("group.instance.id", &setup.config().transactional_id)
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest");

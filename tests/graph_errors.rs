@@ -46,6 +46,7 @@ fn options(interval: &str) -> Options {
         backfill: format!("interval = \"{interval}\""),
         webhook_verify_token: Some("verify".to_owned()),
         webhook: String::new(),
+        ..Options::default()
     }
 }
 

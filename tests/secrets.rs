@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{stack, Topics};
-use leadgen_connector::sim::{self, EndpointKind, Fault, FaultAction, SimConfig, SimForm, SimPage, TokenState};
+use leadgen_connector::sim::{
+    self, EndpointKind, Fault, FaultAction, SimConfig, SimForm, SimPage, TokenState,
+};
 
 const PAGE: &str = "100000000000001";
 const FORM: &str = "200000001000001";
@@ -20,7 +22,11 @@ const APP_SECRET: &str = "app-secret-distinctive-b81d2e";
 const VERIFY_TOKEN: &str = "verify-token-distinctive-44c1";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn signed(body: &str, secret: &str) -> String {
@@ -143,44 +149,104 @@ listen = "127.0.0.1:{admin_port}"
         observed.push_str(&client.get(url).send().await.unwrap().text().await.unwrap());
     }
     let body = common::webhook_body(PAGE, FORM, &["9999999999999999".to_owned()]);
-    for signature in [format!("sha256={}", "0".repeat(64)), signed(&body, APP_SECRET)] {
-        let response = client.post(&webhook).header("x-hub-signature-256", signature).body(body.clone()).send().await.unwrap();
+    for signature in [
+        format!("sha256={}", "0".repeat(64)),
+        signed(&body, APP_SECRET),
+    ] {
+        let response = client
+            .post(&webhook)
+            .header("x-hub-signature-256", signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
         observed.push_str(&response.text().await.unwrap());
     }
 
     // Graph paths: server failures, rate limits, then token and permission.
     sim.inject(Fault::new(EndpointKind::FormLeads, FaultAction::server_error(500)).times(4));
-    sim.inject(Fault::new(EndpointKind::FormLeads, FaultAction::graph_error(80005, "too many calls")).times(2));
+    sim.inject(
+        Fault::new(
+            EndpointKind::FormLeads,
+            FaultAction::graph_error(80005, "too many calls"),
+        )
+        .times(2),
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     sim.set_token_state(PAGE, TokenState::Expired);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    observed.push_str(&client.get(format!("{admin}/ready")).send().await.unwrap().text().await.unwrap());
+    observed.push_str(
+        &client
+            .get(format!("{admin}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
     sim.set_token_state(PAGE, TokenState::PermissionRevoked);
     send_signal(child.id(), "HUP");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    observed.push_str(&client.get(format!("{admin}/ready")).send().await.unwrap().text().await.unwrap());
-    observed.push_str(&client.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap());
+    observed.push_str(
+        &client
+            .get(format!("{admin}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    observed.push_str(
+        &client
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
 
     send_signal(child.id(), "TERM");
     let status = child.wait().unwrap();
     let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     let logs = collector.join().unwrap();
     let _ = std::fs::remove_dir_all(&directory);
 
     assert!(status.success(), "connector exits 0 on SIGTERM: {status}");
-    assert!(logs.contains("token_invalid") || logs.contains("Session has expired"), "the token failure was logged");
+    assert!(
+        logs.contains("token_invalid") || logs.contains("Session has expired"),
+        "the token failure was logged"
+    );
     assert!(logs.contains(PAGE), "log lines name the Page");
     let proof = sim::appsecret_proof(APP_SECRET, TOKEN);
     for secret in [TOKEN, APP_SECRET, VERIFY_TOKEN, proof.as_str()] {
         assert!(!logs.contains(secret), "a secret appears in the logs");
-        assert!(!stdout.contains(secret), "a secret appears on standard output");
-        assert!(!observed.contains(secret), "a secret appears in an HTTP answer");
+        assert!(
+            !stdout.contains(secret),
+            "a secret appears on standard output"
+        );
+        assert!(
+            !observed.contains(secret),
+            "a secret appears in an HTTP answer"
+        );
     }
 }
 
 /// Sends a signal by name with the `kill` command.
 fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill runs");
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
     assert!(status.success(), "kill -{signal} {pid} failed");
 }

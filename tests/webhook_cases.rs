@@ -52,6 +52,7 @@ fn options() -> Options {
         backfill: "interval = \"1h\"".to_owned(),
         webhook_verify_token: Some(VERIFY_TOKEN.to_owned()),
         webhook: "max_body_bytes = 4096".to_owned(),
+        ..Options::default()
     }
 }
 

@@ -126,6 +126,19 @@ pub struct Options {
     pub webhook_verify_token: Option<String>,
     /// Extra lines of the `[webhook]` section.
     pub webhook: String,
+    /// Webhook listener address; default `127.0.0.1:0`.
+    pub webhook_listen: Option<String>,
+    /// Admin listener address; default `127.0.0.1:0`.
+    pub admin_listen: Option<String>,
+}
+
+/// A free TCP port on 127.0.0.1, for a connector run as a child process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a local port is free")
+        .local_addr()
+        .expect("bound address")
+        .port()
 }
 
 /// App secret of the webhook tests, as in Meta's signed example cases.
@@ -171,6 +184,18 @@ pub fn config_with(
     pages: &[PageSpec<'_>],
     options: &Options,
 ) -> Config {
+    let text = config_text(stack, graph_url, topics, pages, options);
+    Config::parse(&text, &|_| None).expect("test config is valid")
+}
+
+/// The TOML text of a test config.
+pub fn config_text(
+    stack: &Stack,
+    graph_url: &str,
+    topics: &Topics,
+    pages: &[PageSpec<'_>],
+    options: &Options,
+) -> String {
     let mut text = format!(
         r#"
 [graph]
@@ -199,8 +224,9 @@ transaction_timeout = "20s"
 url = "{registry}"
 
 [admin]
-listen = "127.0.0.1:0"
+listen = "{admin_listen}"
 "#,
+        admin_listen = options.admin_listen.as_deref().unwrap_or("127.0.0.1:0"),
         graph_extra = options.graph,
         backfill = backfill_section(&options.backfill),
         bootstrap = stack.bootstrap,
@@ -213,7 +239,8 @@ listen = "127.0.0.1:0"
     );
     if let Some(token) = &options.webhook_verify_token {
         text.push_str(&format!(
-            "\n[webhook]\nlisten = \"127.0.0.1:0\"\npath = \"/webhook\"\nverify_token = \"{token}\"\n{}\n",
+            "\n[webhook]\nlisten = \"{}\"\npath = \"/webhook\"\nverify_token = \"{token}\"\n{}\n",
+            options.webhook_listen.as_deref().unwrap_or("127.0.0.1:0"),
             options.webhook
         ));
     }
@@ -230,7 +257,7 @@ listen = "127.0.0.1:0"
             forms.join(", ")
         ));
     }
-    Config::parse(&text, &|_| None).expect("test config is valid")
+    text
 }
 
 /// A connector running in this process.
