@@ -1,5 +1,5 @@
 //! `leadgen-connector replay` against the simulator and the real broker:
-//! a lead dead-lettered because Meta answered 100/33 is written once after
+//! a lead dead-lettered because Meta returned 100/33 is written once after
 //! the fault clears, however often replay runs, and a lead that is still
 //! missing is reported and not written.
 
@@ -43,7 +43,7 @@ async fn simulator() -> SimHandle {
         .expect("simulator starts")
 }
 
-/// Meta's answer for an object that does not exist: code 100, subcode 33.
+/// Meta's error for an object that does not exist: code 100, subcode 33.
 fn not_found() -> FaultAction {
     FaultAction::GraphError {
         status: 400,
@@ -154,6 +154,14 @@ async fn replay_writes_recovered_lead_once() {
         "the second replay writes nothing: {:?}",
         decode(&stack, &again).await
     );
+    let later = run_cli(&["replay", "--config", config_path, "--since-offset", "1"]).await;
+    assert_eq!(
+        later.code,
+        Some(0),
+        "both dead letters are at offset 0 of their partitions"
+    );
+    assert!(later.stdout.contains("0 still failing"), "{}", later.stdout);
+
     let markers = dead_letters
         .read(1, Duration::from_secs(5), Duration::from_secs(1))
         .await;
@@ -166,7 +174,7 @@ async fn replay_writes_recovered_lead_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_skips_records_before_offset() {
+async fn replay_without_topic_reads_nothing() {
     let stack = stack();
     let topics = Topics::new("cli-replay-empty");
     let pages = [PageSpec {

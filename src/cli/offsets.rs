@@ -100,7 +100,7 @@ async fn show(args: &ConfigArg, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A watermark as RFC 3339, or what 0 means.
+/// Formats a watermark as RFC 3339, or `none` for 0.
 fn watermark_text(watermark: i64) -> String {
     if watermark == 0 {
         "none".to_owned()

@@ -1,5 +1,5 @@
 //! `leadgen-connector replay`: re-processes dead letters whose lead may
-//! read and map now, for example after Meta answered "does not exist" for a
+//! read and map now, for example after Meta returned "does not exist" for a
 //! while.
 //!
 //! A dead letter qualifies when its key is a lead id and it has `form_id`
@@ -47,7 +47,7 @@ pub struct ReplayArgs {
     /// Default: the beginning.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub since_offset: i64,
-    /// Most dead-lettered leads to read again in this run.
+    /// Maximum number of dead-lettered leads to read again in this run.
     #[arg(long, value_name = "N")]
     pub max: Option<usize>,
 }
@@ -82,7 +82,7 @@ impl DeadRecord {
     }
 }
 
-/// What one run did.
+/// Counts of one run.
 #[derive(Debug, Default)]
 struct Tally {
     records: usize,
@@ -220,8 +220,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| FormOffset::new(form_id, page_id));
             FormState::new(offset, limits)
         });
-        // A dead-lettered id is normally known already; when it is not (the
-        // offset was reset), the offset records it so bulk reads skip it.
+        // A dead-lettered id is normally known already. When it is not, for
+        // example after an offset reset, the offset records it so bulk reads
+        // skip it.
         let created = lead.created_time_secs();
         let offset = (!state.is_known(lead_id, created))
             .then(|| state.next_offset(&[(lead_id.to_owned(), created)], None).0);
@@ -270,7 +271,7 @@ fn health_text(health: &PageHealth) -> String {
     }
 }
 
-/// The dead-letter record that marks a lead as written by a replay.
+/// Builds the dead-letter record that marks a lead as written by a replay.
 fn marker(lead: &Lead, leads_topic: &str) -> DeadLetter {
     let payload = serde_json::json!({
         "lead_id": lead.lead_id,
