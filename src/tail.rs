@@ -138,7 +138,8 @@ fn summary(record: &Value) -> String {
                         .as_array()
                         .map(|items| items.iter().filter_map(Value::as_str).collect())
                         .unwrap_or_default();
-                    format!("{name}={}", values.join("|"))
+                    // One line per lead: line breaks inside answers are shown escaped.
+                    format!("{name}={}", values.join("|").replace('\n', "\\n"))
                 })
                 .collect::<Vec<_>>()
                 .join(" ")

@@ -1,5 +1,6 @@
 //! Crash safety: the connector binary is killed with SIGKILL at random
-//! moments while webhooks and the backfill run, and restarted each time.
+//! moments while webhooks and the backfill run, 20 times, and also stopped
+//! with SIGTERM under the same load, and restarted each time.
 //! Afterwards every lead is in the leads topic exactly once for a
 //! `read_committed` consumer.
 
@@ -123,7 +124,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         })
     };
 
-    for _ in 0..KILLS {
+    for cycle in 0..KILLS + KILLS / 4 {
         let mut child = spawn(&config_path, &log_path);
         let alive_for = Duration::from_millis(rand::thread_rng().gen_range(300..4000));
         tokio::time::sleep(alive_for).await;
@@ -133,8 +134,15 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
             "the connector exited by itself ({exited:?}); see {}",
             log_path.display()
         );
-        signal(&child, "KILL");
-        child.wait().unwrap();
+        // Every fifth stop is a graceful SIGTERM under the same load.
+        if cycle % 5 == 4 {
+            signal(&child, "TERM");
+            let status = child.wait().unwrap();
+            assert!(status.success(), "SIGTERM under load exits 0, not {status}");
+        } else {
+            signal(&child, "KILL");
+            child.wait().unwrap();
+        }
     }
     creating.store(false, std::sync::atomic::Ordering::SeqCst);
     creator.await.unwrap();

@@ -159,16 +159,15 @@ pub fn config(
     config_with(stack, graph_url, topics, pages, &options)
 }
 
-/// Test defaults of `[backfill]`, each unless `extra` sets the key.
-fn backfill_section(extra: &str) -> String {
+/// Lines of a config section: `extra`, then each default whose key `extra`
+/// does not set.
+fn section(extra: &str, defaults: &[(&str, &str)]) -> String {
     let mut lines: Vec<String> = extra.lines().map(str::to_owned).collect();
-    for (key, value) in [
-        ("interval", "\"1s\""),
-        ("overlap", "\"10m\""),
-        ("start", "1000000000"),
-        ("window", "\"3650d\""),
-    ] {
-        let set = extra.lines().any(|line| line.trim_start().starts_with(key));
+    for (key, value) in defaults {
+        let set = extra.lines().any(|line| {
+            line.trim_start().starts_with(&format!("{key} "))
+                || line.trim_start().starts_with(&format!("{key}="))
+        });
         if !set {
             lines.push(format!("{key} = {value}"));
         }
@@ -201,10 +200,7 @@ pub fn config_text(
 [graph]
 base_url = "{graph_url}"
 version = "v25.0"
-page_size = 100
-initial_backoff = "50ms"
-max_backoff = "1s"
-{graph_extra}
+{graph}
 
 [backfill]
 {backfill}
@@ -227,8 +223,23 @@ url = "{registry}"
 listen = "{admin_listen}"
 "#,
         admin_listen = options.admin_listen.as_deref().unwrap_or("127.0.0.1:0"),
-        graph_extra = options.graph,
-        backfill = backfill_section(&options.backfill),
+        graph = section(
+            &options.graph,
+            &[
+                ("page_size", "100"),
+                ("initial_backoff", "\"50ms\""),
+                ("max_backoff", "\"1s\"")
+            ]
+        ),
+        backfill = section(
+            &options.backfill,
+            &[
+                ("interval", "\"1s\""),
+                ("overlap", "\"10m\""),
+                ("start", "1000000000"),
+                ("window", "\"3650d\"")
+            ],
+        ),
         bootstrap = stack.bootstrap,
         leads = topics.leads,
         offsets = topics.offsets,
