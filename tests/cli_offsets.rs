@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use cli_support::{config_text, run_cli, write_config};
 use common::{read_leads, stack, PageSpec, Reader, Running, Topics};
-use leadgen_connector::cli::format_time;
+use leadgen_connector::cli::{consumer_group_members, format_time};
 use leadgen_connector::config::Config;
+use leadgen_connector::kafka::KafkaSetup;
 use leadgen_connector::lead::parse_created_time;
 use leadgen_connector::sim::{self, SimConfig, SimForm, SimHandle, SimPage};
 use serde_json::Value;
@@ -237,4 +238,60 @@ async fn offsets_reset_rejects_bad_input() {
         .read(1, Duration::from_secs(3), Duration::ZERO)
         .await;
     assert!(records.is_empty(), "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_reset_rejects_running_connector() {
+    let stack = stack();
+    let sim = simulator().await;
+    let topics = Topics::new("cli-offsets-running");
+    let pages = [PageSpec {
+        id: PAGE,
+        token: TOKEN,
+        forms: &[FORM],
+    }];
+    let text = config_text(&stack, &sim.base_url(), &topics, &pages, true);
+    let config = Config::parse(&text, &|_| None).unwrap();
+    let path = write_config(&text);
+    let config_path = path.to_str().unwrap();
+    let setup = KafkaSetup::new(config.kafka.clone());
+
+    let running = Running::start(config).await;
+    let mut members = 0;
+    for _ in 0..60 {
+        members = consumer_group_members(&setup).await.unwrap();
+        if members > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let reset = |force: bool| {
+        let mut args = vec![
+            "offsets",
+            "reset",
+            "--config",
+            config_path,
+            "--form",
+            FORM,
+            "--to",
+            "1700000000",
+        ];
+        if force {
+            args.push("--force");
+        }
+        async move { run_cli(&args).await }
+    };
+    let rejected = reset(false).await;
+    let forced = reset(true).await;
+    running.stop().await;
+
+    assert_eq!(members, 1, "the connector joins its consumer group");
+    assert_eq!(rejected.code, Some(1));
+    assert!(
+        rejected.stderr.contains("a connector is running"),
+        "{}",
+        rejected.stderr
+    );
+    assert!(rejected.stderr.contains("--force"));
+    assert_eq!(forced.code, Some(0));
 }

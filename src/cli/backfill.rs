@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backfill::{Backfill, ReadSummary};
 use crate::cli::{
-    connect_sink, dedup_limits, format_time, lead_reader, page_of_form, parse_time, stored_offsets,
-    warn_running_connector, writer_setup, ConfigArg,
+    check_no_running_connector, connect_sink, dedup_limits, format_time, lead_reader, page_of_form,
+    parse_time, stored_offsets, writer_setup, ConfigArg,
 };
 use crate::forms::FormHandle;
 use crate::offsets::{FormOffset, FormState};
@@ -36,6 +36,10 @@ pub struct BackfillArgs {
     /// 3339. Default: now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub until: Option<i64>,
+    /// Write even when kafka.consumer_group has members, which means a
+    /// connector with webhooks is running.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
@@ -74,7 +78,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    warn_running_connector(form_id);
+    check_no_running_connector(&config, &setup, form_id, args.force).await?;
 
     let (sink, _) = connect_sink(&config, &setup).await?;
     let backfill = Backfill {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::avro::LeadEncoder;
 use crate::config::{Config, StartTime};
@@ -36,6 +37,9 @@ pub const TRANSACTIONAL_ID_SUFFIX: &str = "-cli";
 
 /// Time allowed for reading the offsets topic.
 const OFFSETS_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time allowed for listing a consumer group's members.
+const GROUP_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delay before the first re-read of a lead that came back incomplete.
 const REREAD_DELAY: Duration = Duration::from_millis(500);
@@ -179,9 +183,58 @@ pub fn page_of_form(
     }
 }
 
-/// Tells the operator that a running connector must be stopped first.
-pub fn warn_running_connector(form_id: &str) {
+/// Tells the operator that a running connector must be stopped first, and
+/// rejects the command when one is seen running, unless `force` is set.
+///
+/// A connector with `[webhook]` is a member of `kafka.consumer_group` while
+/// it runs, so a group with members means one is running. A connector
+/// without webhooks joins no group and is not detected.
+pub async fn check_no_running_connector(
+    config: &Config,
+    setup: &KafkaSetup,
+    form_id: &str,
+    force: bool,
+) -> anyhow::Result<()> {
     eprintln!(
         "warning: stop every running connector that reads form `{form_id}` first; a running connector keeps its own copy of the form's offset and overwrites the record this command writes"
     );
+    if config.webhook.is_none() || force {
+        return Ok(());
+    }
+    let members = consumer_group_members(setup).await?;
+    if members > 0 {
+        anyhow::bail!(
+            "a connector is running: consumer group `{}` (kafka.consumer_group) has {members} members; stop the connector and run the command again, or pass --force if the running connector does not read form `{form_id}`",
+            config.kafka.consumer_group
+        );
+    }
+    Ok(())
+}
+
+/// Counts the members of `kafka.consumer_group`.
+pub async fn consumer_group_members(setup: &KafkaSetup) -> anyhow::Result<usize> {
+    let group = setup.config().consumer_group.clone();
+    let client = setup.base_config();
+    let members = {
+        let group = group.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = client.create()?;
+            let list = consumer.fetch_group_list(Some(&group), GROUP_LIST_TIMEOUT)?;
+            let members = list
+                .groups()
+                .iter()
+                .filter(|entry| entry.name() == group)
+                .map(|entry| entry.members().len())
+                .sum::<usize>();
+            Ok::<_, rdkafka::error::KafkaError>(members)
+        })
+        .await
+        .expect("the group list request does not panic")
+    };
+    members.with_context(|| {
+        format!(
+            "cannot list the members of consumer group `{group}` on Kafka at `{}`; check kafka.bootstrap_servers, or pass --force to skip the check",
+            setup.config().bootstrap_servers
+        )
+    })
 }

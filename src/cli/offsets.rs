@@ -4,8 +4,8 @@
 use anyhow::Context;
 
 use crate::cli::{
-    connect_sink, dedup_limits, format_time, page_of_form, parse_time, stored_offsets,
-    warn_running_connector, writer_setup, ConfigArg,
+    check_no_running_connector, connect_sink, dedup_limits, format_time, page_of_form, parse_time,
+    stored_offsets, writer_setup, ConfigArg,
 };
 use crate::kafka::{Batch, KafkaSetup};
 use crate::offsets::{FormOffset, FormState};
@@ -39,6 +39,10 @@ pub enum OffsetsCommand {
         /// New watermark: Unix seconds or an RFC 3339 time.
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         to: i64,
+        /// Write even when kafka.consumer_group has members, which means a
+        /// connector with webhooks is running.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -49,7 +53,8 @@ pub async fn run(args: OffsetsArgs) -> anyhow::Result<()> {
             config,
             form_id,
             to,
-        } => reset(&config, &form_id, to).await,
+            force,
+        } => reset(&config, &form_id, to, force).await,
     }
 }
 
@@ -109,7 +114,7 @@ fn watermark_text(watermark: i64) -> String {
     }
 }
 
-async fn reset(args: &ConfigArg, form_id: &str, to: i64) -> anyhow::Result<()> {
+async fn reset(args: &ConfigArg, form_id: &str, to: i64, force: bool) -> anyhow::Result<()> {
     let config = args.load()?;
     let now = chrono::Utc::now().timestamp();
     if to > now {
@@ -127,7 +132,7 @@ async fn reset(args: &ConfigArg, form_id: &str, to: i64) -> anyhow::Result<()> {
     let (offset, _) = FormState::new(FormOffset::new(form_id, &page_id), dedup_limits(&config))
         .next_offset(&[], Some(to));
 
-    warn_running_connector(form_id);
+    check_no_running_connector(&config, &setup, form_id, force).await?;
     let overlap = config.backfill.overlap.as_secs() as i64;
     if to == 0 {
         eprintln!(
