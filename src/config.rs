@@ -142,6 +142,17 @@ pub struct GraphConfig {
     pub initial_backoff: Duration,
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// App access token (`<app id>|<app secret>`) for checking Page tokens
+    /// with `debug_token`. Unset: an expired token is noticed only when
+    /// Meta rejects a call.
+    #[serde(default)]
+    pub app_access_token: Option<Secret>,
+    /// How often each Page token is checked with `debug_token`.
+    #[serde(default = "default_token_check_interval", with = "humantime_serde")]
+    pub token_check_interval: Duration,
+    /// A Page token that expires sooner than this is reported in the logs.
+    #[serde(default = "default_token_expiry_warning", with = "humantime_serde")]
+    pub token_expiry_warning: Duration,
 }
 
 /// One Facebook Page and the lead forms read from it.
@@ -337,6 +348,12 @@ fn default_initial_backoff() -> Duration {
 fn default_max_backoff() -> Duration {
     Duration::from_secs(60)
 }
+fn default_token_check_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_token_expiry_warning() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
 fn default_backfill_interval() -> Duration {
     Duration::from_secs(300)
 }
@@ -457,6 +474,12 @@ impl Config {
             return Err(invalid(
                 "graph.page_size",
                 "expected 1 to 100 leads per page",
+            ));
+        }
+        if self.graph.token_check_interval.is_zero() {
+            return Err(invalid(
+                "graph.token_check_interval",
+                "expected a positive duration such as `1h`",
             ));
         }
         if self.graph.max_attempts == 0 {

@@ -25,11 +25,12 @@ use crate::backfill::{Backfill, BackfillError};
 use crate::config::Config;
 use crate::fetcher::{FetchSettings, Fetcher};
 use crate::forms::{FormHandle, Forms, Pages};
-use crate::graph::GraphClient;
+use crate::graph::{GraphClient, PageAuth};
 use crate::kafka::{KafkaSetup, Sink};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PageLabel};
 use crate::offsets::{load_offsets, DedupLimits, FormOffset, FormState};
 use crate::reader::LeadReader;
+use crate::secret::Secret;
 use crate::webhook::{self, Receiver};
 
 /// Time allowed for reading the offsets topic at start-up.
@@ -308,6 +309,15 @@ impl Connector {
                 shutdown.clone(),
             ));
         }
+        if let Some(app_token) = self.config.graph.app_access_token.clone() {
+            let checker = TokenCheck {
+                reader: self.backfill.reader.clone(),
+                app_token,
+                interval: self.config.graph.token_check_interval,
+                warning: self.config.graph.token_expiry_warning,
+            };
+            tasks.spawn(checker.run(shutdown.clone()));
+        }
         if self.config.pages.iter().any(|page| page.forms.is_empty()) {
             let discovery = Discovery {
                 config: self.config.clone(),
@@ -354,6 +364,62 @@ async fn discover_forms(config: &Config, reader: &LeadReader) -> Vec<(String, St
         }
     }
     forms
+}
+
+/// Checks every Page token with `debug_token` on an interval, so that an
+/// expiring token is reported before Meta starts rejecting calls.
+struct TokenCheck {
+    reader: LeadReader,
+    app_token: Secret,
+    interval: Duration,
+    warning: Duration,
+}
+
+impl TokenCheck {
+    async fn run(self, shutdown: CancellationToken) {
+        loop {
+            for auth in self.reader.pages.all_auth() {
+                self.check(&auth).await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    async fn check(&self, auth: &PageAuth) {
+        let info = match self.reader.graph.debug_token(&self.app_token, auth).await {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::warn!(page_id = %auth.page_id, error = %error, "cannot check the Page token with debug_token");
+                return;
+            }
+        };
+        let gauge = self
+            .reader
+            .metrics
+            .token_expires_in
+            .get_or_create(&PageLabel {
+                page_id: auth.page_id.clone(),
+            });
+        if !info.is_valid {
+            tracing::error!(page_id = %auth.page_id, "debug_token reports the Page token as invalid; replace it and send SIGHUP");
+        }
+        if info.expires_at == 0 {
+            gauge.set(-1);
+            return;
+        }
+        let remaining = info.expires_at - chrono::Utc::now().timestamp();
+        gauge.set(remaining);
+        if remaining < self.warning.as_secs() as i64 {
+            tracing::warn!(
+                page_id = %auth.page_id,
+                expires_in_hours = remaining / 3600,
+                "Page access token expires soon; replace it in the config and send SIGHUP"
+            );
+        }
+    }
 }
 
 /// Lists forms of Pages configured without forms on an interval and starts

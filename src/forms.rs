@@ -93,6 +93,12 @@ impl Pages {
         }
     }
 
+    /// Credentials of every Page, healthy or not.
+    pub fn all_auth(&self) -> Vec<PageAuth> {
+        let entries = self.entries.read().expect("pages lock is never poisoned");
+        entries.values().map(|entry| entry.auth.clone()).collect()
+    }
+
     /// Marks a Page unhealthy when `error` is a token or permission failure.
     /// Returns true when the Page's health changed.
     pub fn report(&self, page_id: &str, error: &GraphError) -> bool {

@@ -172,6 +172,23 @@ pub fn filtering_param(filters: &[TimeFilter]) -> String {
     Value::Array(filters.iter().map(|filter| filter.to_json()).collect()).to_string()
 }
 
+/// What `debug_token` tells about a token.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TokenInfo {
+    #[serde(default)]
+    pub is_valid: bool,
+    /// Unix seconds; 0 for a token that never expires.
+    #[serde(default)]
+    pub expires_at: i64,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct DebugTokenBody {
+    data: TokenInfo,
+}
+
 /// A lead form listed on a Page.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct FormInfo {
@@ -298,6 +315,24 @@ impl GraphClient {
                 "`?ids=` answer is {other}, expected an object"
             ))),
         }
+    }
+
+    /// Checks a Page token with `debug_token`, authenticated by the app
+    /// access token.
+    pub async fn debug_token(
+        &self,
+        app_token: &Secret,
+        page: &PageAuth,
+    ) -> Result<TokenInfo, GraphError> {
+        let caller = PageAuth {
+            page_id: page.page_id.clone(),
+            access_token: app_token.clone(),
+        };
+        let query = [("input_token", page.access_token.expose().to_owned())];
+        let body = self.get(&caller, "debug_token", &query).await?;
+        serde_json::from_value::<DebugTokenBody>(body)
+            .map(|body| body.data)
+            .map_err(|error| GraphError::Decode(format!("debug_token answer: {error}")))
     }
 
     /// Lists the lead forms of a Page, following every page of the answer.
@@ -443,6 +478,8 @@ impl GraphClient {
             "form_leads"
         } else if path.ends_with("/leadgen_forms") {
             "leadgen_forms"
+        } else if path == "debug_token" {
+            "debug_token"
         } else {
             "lead"
         };

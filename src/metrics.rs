@@ -62,6 +62,7 @@ pub struct Metrics {
     pub graph_calls: Family<EndpointOutcome, Counter>,
     pub rate_budget_usage: Family<PageLabel, Gauge<f64, AtomicU64>>,
     pub page_token_state: Family<PageState, Gauge>,
+    pub token_expires_in: Family<PageLabel, Gauge>,
     pub watermark_lag: Family<FormLabel, Gauge>,
     pub lead_latency: Histogram,
     pub dead_letters: Family<Reason, Counter>,
@@ -87,6 +88,7 @@ impl Metrics {
             graph_calls: Family::default(),
             rate_budget_usage: Family::default(),
             page_token_state: Family::default(),
+            token_expires_in: Family::default(),
             watermark_lag: Family::default(),
             // Seconds from lead creation to produce: 50 ms to about 14 h.
             lead_latency: Histogram::new([
@@ -130,6 +132,11 @@ impl Metrics {
             "page_token_state",
             "1 for the current token state of each Page",
             metrics.page_token_state.clone(),
+        );
+        registry.register(
+            "page_token_expires_in_seconds",
+            "Time until a Page token expires, from debug_token; -1 for a token that never expires",
+            metrics.token_expires_in.clone(),
         );
         registry.register(
             "watermark_lag_seconds",

@@ -378,3 +378,74 @@ async fn application_limit_backs_off_and_retries() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_token_is_reported_ahead() {
+    let stack = stack();
+    let sim = sim::start(
+        SimConfig {
+            seed: 13,
+            app_secret: Some("sim-app-secret".to_owned()),
+            pages: vec![SimPage {
+                id: PAGE.to_owned(),
+                access_token: TOKEN.to_owned(),
+                forms: vec![SimForm {
+                    id: FORM.to_owned(),
+                    name: "Expiry".to_owned(),
+                    initial_leads: 1,
+                }],
+            }],
+            ..SimConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    sim.set_token_expiry(PAGE, Some(chrono::Utc::now() + chrono::Duration::days(2)));
+    let topics = Topics::new("expiry");
+    let options = Options {
+        graph: "app_secret = \"sim-app-secret\"\napp_access_token = \"1000000000000001|sim-app-secret\"\ntoken_check_interval = \"1s\"".to_owned(),
+        backfill: "interval = \"1h\"".to_owned(),
+        ..Options::default()
+    };
+    let pages = [PageSpec {
+        id: PAGE,
+        token: TOKEN,
+        forms: &[FORM],
+    }];
+    let running = Running::start(config_with(
+        &stack,
+        &sim.base_url(),
+        &topics,
+        &pages,
+        &options,
+    ))
+    .await;
+
+    let series = format!("leadgen_page_token_expires_in_seconds{{page_id=\"{PAGE}\"}} ");
+    let mut seconds = None;
+    let mut scraped = String::new();
+    for _ in 0..50 {
+        scraped = reqwest::get(format!("{}/metrics", running.admin_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seconds = scraped
+            .lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .and_then(|value| value.trim().parse::<i64>().ok());
+        if seconds.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.stop().await;
+
+    let seconds = seconds.unwrap_or_else(|| panic!("the token expiry is exported: {scraped}"));
+    assert!(
+        (2 * 86_400 - 120..=2 * 86_400).contains(&seconds),
+        "expires in two days, not {seconds} s"
+    );
+}

@@ -211,6 +211,21 @@ impl SimHandle {
             .unwrap_or_else(|error| panic!("set_token_state failed: {error}"));
     }
 
+    /// Sets when a Page's token will expire, as `GET /debug_token` reports
+    /// it; `None` means never.
+    ///
+    /// # Panics
+    /// If the Page does not exist.
+    pub fn set_token_expiry(
+        &self,
+        page_id: &str,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        self.shared
+            .set_token_expiry(page_id, expires_at)
+            .unwrap_or_else(|error| panic!("set_token_expiry failed: {error}"));
+    }
+
     /// Replaces a Page's token. The old token then fails with code 190 and
     /// the new one starts out valid.
     ///

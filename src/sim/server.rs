@@ -48,8 +48,56 @@ as we can.</p></body></html>\n";
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .nest("/_sim", admin::router())
+        .route("/{version}/debug_token", axum::routing::get(debug_token))
         .fallback(graph_call)
         .with_state(shared)
+}
+
+#[derive(serde::Deserialize)]
+struct DebugTokenQuery {
+    input_token: Option<String>,
+    access_token: Option<String>,
+}
+
+/// `GET /debug_token?input_token=T&access_token=APP_ID|APP_SECRET`: reports
+/// a Page token's validity, expiry and scopes. The caller must present an
+/// app access token, `<app id>|<app secret>`, with the simulator's secret.
+async fn debug_token(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<DebugTokenQuery>,
+) -> Response {
+    let app_token_ok = match (&shared.app_secret, query.access_token.as_deref()) {
+        (Some(secret), Some(token)) => token
+            .split_once('|')
+            .is_some_and(|(_, given)| given == secret),
+        _ => false,
+    };
+    if !app_token_ok {
+        let error = GraphError::invalid_token();
+        return json_response(400, &error.to_body(&shared.next_trace_id()));
+    }
+    let store = lock(&shared.store);
+    let page = query
+        .input_token
+        .as_deref()
+        .and_then(|token| store.page_by_token(token));
+    let data = match page {
+        Some(page) => serde_json::json!({
+            "app_id": "1000000000000001",
+            "type": "PAGE",
+            "application": "leadgen-sim",
+            "profile_id": page.id,
+            "is_valid": page.token_state == TokenState::Valid,
+            "expires_at": page.token_expires_at.map_or(0, |time| time.timestamp()),
+            "data_access_expires_at": 0,
+            "scopes": ["leads_retrieval", "pages_show_list", "pages_read_engagement", "pages_manage_ads", "pages_manage_metadata"],
+        }),
+        None => serde_json::json!({
+            "is_valid": false,
+            "error": {"code": 190, "message": "Invalid OAuth access token."},
+        }),
+    };
+    json_response(200, &serde_json::json!({ "data": data }))
 }
 
 /// Computes `appsecret_proof`: the lowercase hex HMAC-SHA256 of the access

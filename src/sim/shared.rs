@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -130,6 +130,14 @@ impl Shared {
         lock(&self.store).set_token_state(page_id, state, Utc::now())?;
         tracing::info!(page_id, ?state, "token state changed");
         Ok(())
+    }
+
+    pub fn set_token_expiry(
+        &self,
+        page_id: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        lock(&self.store).set_token_expiry(page_id, expires_at)
     }
 
     pub fn set_access_token(&self, page_id: &str, token: &str) -> Result<(), StoreError> {

@@ -56,6 +56,9 @@ pub(crate) struct PageRecord {
     pub token_state: TokenState,
     /// When the token was marked expired, for the 190/463 message.
     pub token_expired_at: Option<DateTime<Utc>>,
+    /// When the token will expire, as `debug_token` reports it; `None`
+    /// for a token that never expires, like a long-lived Page token.
+    pub token_expires_at: Option<DateTime<Utc>>,
     pub form_ids: Vec<String>,
 }
 
@@ -124,6 +127,7 @@ impl Store {
                 access_token: page.access_token.clone(),
                 token_state: TokenState::Valid,
                 token_expired_at: None,
+                token_expires_at: None,
                 form_ids: Vec::new(),
             });
             for form in &page.forms {
@@ -454,6 +458,16 @@ impl Store {
         let page = self.page_mut(page_id)?;
         page.token_state = state;
         page.token_expired_at = (state == TokenState::Expired).then_some(now);
+        Ok(())
+    }
+
+    /// Sets when a Page's token will expire, for `debug_token`.
+    pub fn set_token_expiry(
+        &mut self,
+        page_id: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.page_mut(page_id)?.token_expires_at = expires_at;
         Ok(())
     }
 
