@@ -55,6 +55,15 @@ pub struct ReadSummary {
 /// Called with the running totals after each page of a read.
 pub type Progress<'a> = &'a (dyn Fn(&ReadSummary) + Send + Sync);
 
+/// One time window of one form's bulk read.
+struct Window<'a> {
+    form: &'a FormHandle,
+    auth: &'a PageAuth,
+    filters: &'a [TimeFilter],
+    /// Start of the window, Unix seconds.
+    start: i64,
+}
+
 /// Runs bulk reads for forms.
 #[derive(Clone)]
 pub struct Backfill {
@@ -100,17 +109,13 @@ impl Backfill {
                 filters.push(TimeFilter::LessThan(window_end));
             }
 
-            let newest = self
-                .read_window(
-                    form,
-                    &auth,
-                    &filters,
-                    window_start,
-                    cancel,
-                    &mut summary,
-                    None,
-                )
-                .await?;
+            let target = Window {
+                form,
+                auth: &auth,
+                filters: &filters,
+                start: window_start,
+            };
+            let newest = self.read_window(target, cancel, &mut summary, None).await?;
             self.complete_window(form, newest).await?;
 
             if open_ended {
@@ -158,16 +163,14 @@ impl Backfill {
                 filters.push(TimeFilter::LessThan(end));
             }
 
-            self.read_window(
+            let target = Window {
                 form,
-                &auth,
-                &filters,
-                window_start,
-                cancel,
-                &mut summary,
-                Some(progress),
-            )
-            .await?;
+                auth: &auth,
+                filters: &filters,
+                start: window_start,
+            };
+            self.read_window(target, cancel, &mut summary, Some(progress))
+                .await?;
 
             let done = match (last_end, until) {
                 (None, _) => true,
@@ -183,17 +186,19 @@ impl Backfill {
 
     /// Reads every page of one window; returns the newest `created_time`
     /// among the leads handled.
-    #[allow(clippy::too_many_arguments)]
     async fn read_window(
         &self,
-        form: &FormHandle,
-        auth: &PageAuth,
-        filters: &[TimeFilter],
-        window_start: i64,
+        window: Window<'_>,
         cancel: &CancellationToken,
         summary: &mut ReadSummary,
         progress: Option<Progress<'_>>,
     ) -> Result<Option<i64>, BackfillError> {
+        let Window {
+            form,
+            auth,
+            filters,
+            start: window_start,
+        } = window;
         let mut after: Option<String> = None;
         let mut seen_cursors = HashSet::new();
         let mut newest: Option<i64> = None;

@@ -6,6 +6,16 @@
 //! the transaction has committed, so the decision and the write are atomic
 //! and work for one form is serialised across the backfill and webhook
 //! paths.
+//!
+//! Ownership is a set that can change at run time ([`Forms::insert`] is
+//! used by form discovery). Notifications are keyed by form id, so the
+//! notifications topic's partitions split forms between instances of one
+//! consumer group.
+//! NOTE: one instance owns every configured form today. Sharing forms
+//! between instances also needs the owned set to follow partition
+//! assignment (load a form's offset on assign, drop it on revoke) and the
+//! backfill to read only owned forms; the per-form state and the
+//! transactions with consumer group metadata already fit that mode.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
