@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use leadgen_connector::cli;
@@ -74,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let config = load(&config)?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            stop_on_signal(shutdown.clone())?;
             let options = TailOptions {
                 from_beginning,
                 json,
@@ -95,18 +96,25 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = load(&path)?;
-    let connector = Connector::start(config).await?;
-
+    // Handlers go in before start-up, so a signal that arrives while the
+    // connector connects is handled instead of ending the process.
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    tokio::spawn(reload_on_hangup(path, connector.reloader()));
+    stop_on_signal(shutdown.clone())?;
+    let hangup = signal(SignalKind::hangup()).context("cannot install a SIGHUP handler")?;
+
+    let connector = tokio::select! {
+        _ = shutdown.cancelled() => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+        connector = Connector::start(config) => connector?,
+    };
+    tokio::spawn(reload_on_hangup(path, hangup, connector.reloader()));
     connector.run(shutdown).await
 }
 
 /// Re-reads the config file on SIGHUP and applies new Page tokens.
-async fn reload_on_hangup(path: PathBuf, reloader: Reloader) {
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("installing a SIGHUP handler succeeds at start-up");
+async fn reload_on_hangup(path: PathBuf, mut hangup: Signal, reloader: Reloader) {
     while hangup.recv().await.is_some() {
         match load(&path) {
             Ok(config) => reloader.apply(&config),
@@ -117,12 +125,19 @@ async fn reload_on_hangup(path: PathBuf, reloader: Reloader) {
     }
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler succeeds at start-up");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; stopping"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
-    }
-    shutdown.cancel();
+/// Cancels `shutdown` on the first SIGINT or SIGTERM. The handlers are in
+/// place when this returns.
+fn stop_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received; stopping"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
 }
