@@ -1,0 +1,174 @@
+//! CPU cost of turning one Graph API lead object into Avro bytes. Each step
+//! is measured alone (the JSON parse, the normalisation, the Avro value and
+//! the datum encoding) and chained, for a small lead (5 questions) and a
+//! large one (100 questions with long texts).
+//!
+//! Run with `cargo bench --bench lead_encode`. Times are the benchmark
+//! thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall-clock time, so
+//! other work on the machine inflates them less. The benchmark skips the
+//! registry round trip and the Confluent wire-format prefix, which
+//! `LeadEncoder::encode` adds around the same datum.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use serde_json::{json, Value};
+
+use leadgen_connector::avro::{encode_datum, lead_schema, lead_to_value};
+use leadgen_connector::lead::{normalise, LeadContext, LeadSource};
+
+const FORM_ID: &str = "200000001000001";
+const PAGE_ID: &str = "100000000000001";
+const INGESTED_TIME_MS: i64 = 1_700_000_000_000;
+
+/// CPU time of the calling thread, as Criterion measures it.
+struct ThreadCpuTime;
+
+fn thread_cpu_time() -> Duration {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid, writable timespec, and
+    // CLOCK_THREAD_CPUTIME_ID exists on every Linux since 2.6.12.
+    let result = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    assert_eq!(result, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+    fn end(&self, started: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(started)
+    }
+    fn add(&self, left: &Duration, right: &Duration) -> Duration {
+        *left + *right
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Values are nanoseconds, as with wall-clock time.
+        const WALL_TIME: &WallTime = &WallTime;
+        WALL_TIME.formatter()
+    }
+}
+
+/// Builds a paid lead with the five questions of a typical contact form,
+/// shaped like the simulator's generated leads.
+fn small_lead() -> Value {
+    json!({
+        "id": "900000000000123",
+        "created_time": "2024-05-01T10:00:00+0000",
+        "form_id": FORM_ID,
+        "ad_id": "600000000000001",
+        "ad_name": "Spring offer, carousel",
+        "adset_id": "610000000000001",
+        "adset_name": "Spring offer, 25-44",
+        "campaign_id": "620000000000001",
+        "campaign_name": "Spring offer 2024",
+        "is_organic": false,
+        "platform": "ig",
+        "field_data": [
+            {"name": "full_name", "values": ["Zoë Ünal"]},
+            {"name": "email", "values": ["zoe.unal@example.com"]},
+            {"name": "phone_number", "values": ["+4915112345678"]},
+            {"name": "city", "values": ["Köln"]},
+            {"name": "preferred_days", "values": ["monday", "friday"]}
+        ],
+        "custom_disclaimer_responses": [
+            {"checkbox_key": "optional_1", "is_checked": "1"}
+        ]
+    })
+}
+
+/// Builds a lead with 100 questions, each answered with about 400
+/// characters of mixed-script text, about 40 kB of text in all.
+fn large_lead() -> Value {
+    let sentence = "Ich möchte gern einen Termin am Vormittag, bitte rufen Sie mich an. ";
+    let long_text: String = sentence.repeat(6);
+    let field_data: Vec<Value> = (0..100)
+        .map(|index| {
+            json!({
+                "name": format!("custom_question_{index:03}"),
+                "values": [format!("{index}: {long_text}")],
+            })
+        })
+        .collect();
+    let mut lead = small_lead();
+    lead["field_data"] = Value::Array(field_data);
+    lead
+}
+
+fn context() -> LeadContext<'static> {
+    LeadContext {
+        form_id: FORM_ID,
+        page_id: PAGE_ID,
+        source: LeadSource::Backfill,
+    }
+}
+
+fn bench_lead(criterion: &mut Criterion<ThreadCpuTime>, size: &str, object: Value) {
+    let schema = lead_schema();
+    let json_bytes = object.to_string().into_bytes();
+    let lead = normalise(&object, context()).expect("the benchmark lead is valid");
+    let datum = encode_datum(&schema, lead_to_value(&lead, INGESTED_TIME_MS))
+        .expect("the benchmark lead fits the schema");
+
+    let mut group = criterion.benchmark_group(format!("lead_{size}"));
+    group.throughput(Throughput::Elements(1));
+
+    group.bench_function("parse_json", |bencher| {
+        bencher
+            .iter(|| serde_json::from_slice::<Value>(black_box(&json_bytes)).expect("valid JSON"))
+    });
+    group.bench_function("normalise", |bencher| {
+        bencher.iter(|| normalise(black_box(&object), context()).expect("valid lead"))
+    });
+    group.bench_function("lead_to_value", |bencher| {
+        bencher.iter(|| lead_to_value(black_box(&lead), INGESTED_TIME_MS))
+    });
+    group.bench_function("encode_datum", |bencher| {
+        bencher.iter_batched(
+            || lead_to_value(&lead, INGESTED_TIME_MS),
+            |value| encode_datum(&schema, black_box(value)).expect("value fits the schema"),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("normalise_and_encode", |bencher| {
+        bencher.iter(|| {
+            let lead = normalise(black_box(&object), context()).expect("valid lead");
+            encode_datum(&schema, lead_to_value(&lead, INGESTED_TIME_MS))
+                .expect("value fits the schema")
+        })
+    });
+    group.finish();
+
+    println!(
+        "lead_{size}: {} JSON bytes, {} Avro datum bytes",
+        json_bytes.len(),
+        datum.len()
+    );
+}
+
+fn lead_benches(criterion: &mut Criterion<ThreadCpuTime>) {
+    bench_lead(criterion, "small", small_lead());
+    bench_lead(criterion, "large", large_lead());
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = lead_benches
+}
+criterion_main!(benches);
