@@ -87,14 +87,14 @@ pub struct WebhookConfig {
     /// Largest accepted request body; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Longest wait for a notification to be durable in Kafka before the
+    /// Maximum wait for a notification to be durable in Kafka before the
     /// request gets 503 and Meta retries it.
     #[serde(default = "default_durable_timeout", with = "humantime_serde")]
     pub durable_timeout: Duration,
     /// Most notifications handled in one Kafka transaction.
     #[serde(default = "default_fetch_batch")]
     pub fetch_batch: usize,
-    /// Longest wait for more notifications before a batch is handled.
+    /// Maximum wait for more notifications before a batch is handled.
     #[serde(default = "default_fetch_linger", with = "humantime_serde")]
     pub fetch_linger: Duration,
 }
@@ -258,7 +258,7 @@ pub struct KafkaConfig {
     /// broker's `default.replication.factor`.
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
-    /// Longest time one Kafka transaction may stay open.
+    /// Maximum time one Kafka transaction may stay open.
     #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
     pub transaction_timeout: Duration,
     /// Extra librdkafka properties (TLS, SASL, tuning), passed through as is.

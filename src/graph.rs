@@ -312,7 +312,7 @@ impl GraphClient {
         match self.get(auth, "", &query).await? {
             Value::Object(map) => Ok(map),
             other => Err(GraphError::Decode(format!(
-                "`?ids=` answer is {other}, expected an object"
+                "`?ids=` response is {other}, expected an object"
             ))),
         }
     }
@@ -332,10 +332,10 @@ impl GraphClient {
         let body = self.get(&caller, "debug_token", &query).await?;
         serde_json::from_value::<DebugTokenBody>(body)
             .map(|body| body.data)
-            .map_err(|error| GraphError::Decode(format!("debug_token answer: {error}")))
+            .map_err(|error| GraphError::Decode(format!("debug_token response: {error}")))
     }
 
-    /// Lists the lead forms of a Page, following every page of the answer.
+    /// Lists the lead forms of a Page, following every page of the response.
     pub async fn leadgen_forms(&self, auth: &PageAuth) -> Result<Vec<FormInfo>, GraphError> {
         let mut forms = Vec::new();
         let mut after: Option<String> = None;
@@ -645,7 +645,7 @@ pub fn appsecret_proof(app_secret: &Secret, access_token: &Secret) -> String {
 pub fn parse_leads_page(body: Value) -> Result<LeadsPage, GraphError> {
     let Value::Object(mut map) = body else {
         return Err(GraphError::Decode(
-            "bulk-read answer is not a JSON object".to_owned(),
+            "bulk-read response is not a JSON object".to_owned(),
         ));
     };
     let leads = match map.remove("data") {
@@ -657,7 +657,7 @@ pub fn parse_leads_page(body: Value) -> Result<LeadsPage, GraphError> {
         }
         None => {
             return Err(GraphError::Decode(
-                "bulk-read answer has no `data` list".to_owned(),
+                "bulk-read response has no `data` list".to_owned(),
             ))
         }
     };
