@@ -79,10 +79,12 @@ pub struct Watched {
     pub ticks_per_second: u64,
 }
 
-/// CPU time of each watched process at one instant.
+/// CPU time of each watched process, and of the whole machine, at one
+/// instant.
 pub struct CpuSnapshot {
     taken: Instant,
     cpu_s: Vec<Option<f64>>,
+    machine_busy_s: Option<f64>,
 }
 
 /// CPU use of one process between two snapshots.
@@ -103,13 +105,25 @@ impl Watched {
                 .iter()
                 .map(|(_, pid)| sample(*pid, self.ticks_per_second).ok().map(|s| s.cpu_s()))
                 .collect(),
+            machine_busy_s: machine_busy_ticks()
+                .map(|ticks| ticks as f64 / self.ticks_per_second as f64),
         }
     }
 
-    /// CPU use of each process between `before` and `after`, by name.
+    /// CPU use of each process between `before` and `after`, by name, and
+    /// of every process on the machine together as `machine`.
     pub fn usage(&self, before: &CpuSnapshot, after: &CpuSnapshot) -> BTreeMap<String, CpuUse> {
         let wall_s = (after.taken - before.taken).as_secs_f64().max(1e-9);
         let mut usage = BTreeMap::new();
+        if let (Some(start), Some(end)) = (before.machine_busy_s, after.machine_busy_s) {
+            usage.insert(
+                "machine".to_owned(),
+                CpuUse {
+                    cpu_s: end - start,
+                    cores: (end - start) / wall_s,
+                },
+            );
+        }
         for (index, (name, _)) in self.processes.iter().enumerate() {
             if let (Some(start), Some(end)) = (before.cpu_s[index], after.cpu_s[index]) {
                 let cpu_s = end - start;
@@ -124,4 +138,22 @@ impl Watched {
         }
         usage
     }
+}
+
+/// Busy CPU time of all cores since boot, in clock ticks: the first line
+/// of `/proc/stat` less its idle and iowait columns. Time that the
+/// hypervisor stole counts as busy, because no process here could use it.
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let columns: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|column| column.parse().ok())
+        .collect::<Option<_>>()?;
+    // The columns are user, nice, system, idle, iowait, irq, softirq, steal,
+    // guest and guest_nice. Guest time is already counted in user and nice.
+    let busy: u64 = columns.iter().take(8).sum::<u64>() - columns.get(3)? - columns.get(4)?;
+    Some(busy)
 }
