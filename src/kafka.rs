@@ -372,13 +372,16 @@ impl Sink {
             .expect("send_offsets_to_transaction does not panic")?;
         }
 
-        let committer = producer.clone();
-        tokio::task::spawn_blocking(move || committer.commit_transaction(timeout))
+        // Waiting for every delivery report before the commit lets the
+        // commit's internal flush return at once; otherwise rdkafka's flush
+        // polls for 100 ms while the producer's own thread takes the reports.
+        let reports = tokio::time::timeout(timeout, futures::future::join_all(deliveries))
             .await
-            .expect("commit_transaction does not panic")?;
-
-        for delivery in deliveries {
-            match delivery.await {
+            .map_err(|_| {
+                SinkError::Transaction(format!("records were not acknowledged within {timeout:?}"))
+            })?;
+        for report in reports {
+            match report {
                 Ok(Ok(_)) => {}
                 Ok(Err((error, _))) => return Err(SinkError::Kafka(error)),
                 Err(_) => {
@@ -388,6 +391,11 @@ impl Sink {
                 }
             }
         }
+
+        let committer = producer.clone();
+        tokio::task::spawn_blocking(move || committer.commit_transaction(timeout))
+            .await
+            .expect("commit_transaction does not panic")?;
         Ok(written)
     }
 
