@@ -31,6 +31,9 @@ pub const MAX_IDS_PER_CALL: usize = 50;
 /// Usage percentage above which calls for a Page are spaced out.
 const THROTTLE_FROM_PERCENT: f64 = 75.0;
 
+/// Usage percentage from which every call for a Page waits `max_backoff`.
+const FULL_PAUSE_FROM_PERCENT: f64 = 90.0;
+
 /// How failures are handled, decided by Graph error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -547,7 +550,14 @@ impl GraphClient {
         if usage.percent > THROTTLE_FROM_PERCENT {
             let share = ((usage.percent - THROTTLE_FROM_PERCENT) / (100.0 - THROTTLE_FROM_PERCENT))
                 .min(1.0);
-            let pause = self.max_backoff.mul_f64(share * share);
+            // Several tasks can read the same usage at once, so from
+            // FULL_PAUSE_FROM_PERCENT every call waits the whole max_backoff.
+            let factor = if usage.percent >= FULL_PAUSE_FROM_PERCENT {
+                1.0
+            } else {
+                share * share
+            };
+            let pause = self.max_backoff.mul_f64(factor);
             tracing::debug!(
                 page_id,
                 usage_percent = usage.percent,
