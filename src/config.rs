@@ -595,7 +595,7 @@ impl Config {
         }
 
         if let Some(webhook) = &self.webhook {
-            if self.graph.app_secret.is_none() {
+            if self.graph.app_secret.as_ref().is_none_or(Secret::is_empty) {
                 return Err(invalid(
                     "graph.app_secret",
                     "webhooks are configured, so the app secret is needed to verify X-Hub-Signature-256; set it or remove [webhook]",
