@@ -43,7 +43,7 @@ pub enum BackfillError {
     Cancelled,
 }
 
-/// What one read of a form did.
+/// Counts of one read of a form.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReadSummary {
     pub pages: usize,

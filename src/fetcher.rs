@@ -29,7 +29,7 @@ use crate::offsets::FormOffset;
 use crate::reader::{LeadReader, Mapped};
 use crate::webhook::Notification;
 
-/// Longest pause between two attempts at a failing batch.
+/// Maximum pause between two attempts at a failing batch.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,7 @@ pub struct FormHandle {
     pub state: Mutex<FormState>,
 }
 
-/// Why calls for a Page are stopped.
+/// Health of a Page token: working, or the reason calls are stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageHealth {
     Healthy,

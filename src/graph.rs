@@ -34,7 +34,7 @@ const THROTTLE_FROM_PERCENT: f64 = 75.0;
 /// Usage percentage from which every call for a Page waits `max_backoff`.
 const FULL_PAUSE_FROM_PERCENT: f64 = 90.0;
 
-/// How failures are handled, decided by Graph error code.
+/// Failure class, decided by Graph error code, that sets how a failure is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     /// Worth retrying after a backoff: server trouble, timeouts, code 1 or 2.

@@ -176,7 +176,7 @@ struct Prepared {
     consumer: Option<ConsumerPosition>,
 }
 
-/// What one committed batch wrote.
+/// Records written by one committed batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Written {
     pub leads: usize,

@@ -58,7 +58,7 @@ pub struct InvalidChange {
     pub detail: String,
 }
 
-/// What a webhook body holds.
+/// Notifications, invalid changes and ignored changes of one webhook body.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub notifications: Vec<Notification>,
@@ -227,7 +227,7 @@ impl Receiver {
         }))
     }
 
-    /// Makes every later POST answer 503, for a graceful shutdown.
+    /// Makes every later POST get 503, for a graceful shutdown.
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::SeqCst);
     }
@@ -405,7 +405,7 @@ async fn receive(
         Err(error) => {
             receiver.metrics.webhook("unavailable");
             receiver.metrics.kafka_produce_errors.inc();
-            tracing::error!(error = %error, notifications = parsed.notifications.len(), "webhook not durable; answering 503 so Meta retries");
+            tracing::error!(error = %error, notifications = parsed.notifications.len(), "webhook not durable; responding 503 so Meta retries");
             (StatusCode::SERVICE_UNAVAILABLE, "not durable, retry").into_response()
         }
     }
