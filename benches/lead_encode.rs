@@ -1,13 +1,15 @@
 //! CPU cost of turning one Graph API lead object into Avro bytes. Each step
-//! is measured alone (the JSON parse, the normalisation, the Avro value and
-//! the datum encoding) and chained, for a small lead (5 questions) and a
-//! large one (100 questions with long texts).
+//! is measured alone (the JSON parse, the normalisation, the record
+//! encoding) and chained, for a small lead (5 questions) and a large one
+//! (100 questions with long texts). The connector writes records with
+//! `LeadWriter`, straight from the lead; the older route through an
+//! `apache_avro` value (`lead_to_value`, then `encode_datum`) is measured
+//! beside it for comparison.
 //!
 //! Run with `cargo bench --bench lead_encode`. Times are the benchmark
 //! thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall-clock time, so
-//! other work on the machine inflates them less. The benchmark skips the
-//! registry round trip and the Confluent wire-format prefix, which
-//! `LeadEncoder::encode` adds around the same datum.
+//! other work on the machine inflates them less. No registry is asked:
+//! the writer uses the shipped schema under a fixed id.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::{json, Value};
 
-use leadgen_connector::avro::{encode_datum, lead_schema, lead_to_value};
+use leadgen_connector::avro::{encode_datum, lead_schema, lead_to_value, LeadEncoder};
 use leadgen_connector::lead::{normalise, LeadContext, LeadSource};
 
 const FORM_ID: &str = "200000001000001";
@@ -122,7 +124,10 @@ fn bench_lead(criterion: &mut Criterion<ThreadCpuTime>, size: &str, object: Valu
     let schema = lead_schema();
     let json_bytes = object.to_string().into_bytes();
     let lead = normalise(&object, context()).expect("the benchmark lead is valid");
-    let datum = encode_datum(&schema, lead_to_value(&lead, INGESTED_TIME_MS))
+    let encoder = LeadEncoder::with_schema_id(1);
+    let writer = encoder.writer().expect("the shipped schema resolves");
+    let record = writer
+        .encode(&lead, INGESTED_TIME_MS)
         .expect("the benchmark lead fits the schema");
 
     let mut group = criterion.benchmark_group(format!("lead_{size}"));
@@ -145,19 +150,27 @@ fn bench_lead(criterion: &mut Criterion<ThreadCpuTime>, size: &str, object: Valu
             BatchSize::SmallInput,
         )
     });
-    group.bench_function("normalise_and_encode", |bencher| {
+    group.bench_function("write_record", |bencher| {
+        bencher.iter(|| {
+            writer
+                .encode(black_box(&lead), INGESTED_TIME_MS)
+                .expect("lead fits the schema")
+        })
+    });
+    group.bench_function("normalise_and_write", |bencher| {
         bencher.iter(|| {
             let lead = normalise(black_box(&object), context()).expect("valid lead");
-            encode_datum(&schema, lead_to_value(&lead, INGESTED_TIME_MS))
-                .expect("value fits the schema")
+            writer
+                .encode(&lead, INGESTED_TIME_MS)
+                .expect("lead fits the schema")
         })
     });
     group.finish();
 
     println!(
-        "lead_{size}: {} JSON bytes, {} Avro datum bytes",
+        "lead_{size}: {} JSON bytes, {} record bytes (5 of them the wire-format prefix)",
         json_bytes.len(),
-        datum.len()
+        record.len()
     );
 }
 

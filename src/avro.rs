@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -16,8 +17,11 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
+use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+
 use crate::config::SchemaRegistryConfig;
-use crate::lead::Lead;
+use crate::lead::{DisclaimerResponse, Lead, LeadSource};
 
 /// The lead record schema, as shipped in `schemas/lead.avsc`.
 pub const LEAD_SCHEMA: &str = include_str!("../schemas/lead.avsc");
@@ -55,8 +59,8 @@ pub fn registry_settings(config: &SchemaRegistryConfig) -> Result<SrSettings, En
 /// Encodes leads against the registered lead schema.
 #[derive(Clone)]
 pub struct LeadEncoder {
-    encoder: Arc<AvroEncoder>,
-    strategy: SubjectNameStrategy,
+    schema_id: u32,
+    schema: Arc<Schema>,
 }
 
 impl LeadEncoder {
@@ -69,41 +73,177 @@ impl LeadEncoder {
             SchemaType::Avro,
             LEAD_SCHEMA.to_owned(),
         );
-        let encoder = Self {
-            encoder: Arc::new(AvroEncoder::new(settings)),
-            strategy: SubjectNameStrategy::TopicNameStrategyWithSchema(
-                topic.to_owned(),
-                false,
-                schema,
-            ),
-        };
-
-        let subject = encoder
-            .strategy
-            .get_subject()
-            .map_err(EncodeError::from_registry)?;
-        if let Err(error) = encoder
-            .encoder
-            .get_schema_and_id(&subject, encoder.strategy.clone())
+        let strategy =
+            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_owned(), false, schema);
+        let subject = strategy.get_subject().map_err(EncodeError::from_registry)?;
+        let registered = AvroEncoder::new(settings)
+            .get_schema_and_id(&subject, strategy)
             .await
-        {
-            // A failed registration is cached by the encoder; clear it so a
-            // later attempt talks to the registry again.
-            encoder.encoder.remove_errors_from_cache();
-            return Err(EncodeError::from_registry(error));
+            .map_err(EncodeError::from_registry)?;
+        Ok(Self::with_schema_id(registered.id))
+    }
+
+    /// An encoder that writes the shipped schema under `schema_id` without
+    /// asking a registry; for tests and benchmarks.
+    pub fn with_schema_id(schema_id: u32) -> Self {
+        Self {
+            schema_id,
+            schema: Arc::new(lead_schema()),
         }
-        Ok(encoder)
+    }
+
+    /// The id the registry gave the lead schema.
+    pub fn schema_id(&self) -> u32 {
+        self.schema_id
+    }
+
+    /// A writer for a run of leads; building one resolves the schema's
+    /// names, so callers keep it for a whole batch.
+    pub fn writer(&self) -> Result<LeadWriter<'_>, EncodeError> {
+        let datum = GenericDatumWriter::builder(&self.schema)
+            .human_readable(false)
+            .build()
+            .map_err(|error| EncodeError::Registry(format!("registered lead schema: {error}")))?;
+        Ok(LeadWriter {
+            schema_id: self.schema_id,
+            datum,
+        })
     }
 
     /// Encodes one lead; `ingested_time_ms` is the produce time.
-    pub async fn encode(&self, lead: &Lead, ingested_time_ms: i64) -> Result<Vec<u8>, EncodeError> {
-        self.encoder
-            .encode_value(lead_to_value(lead, ingested_time_ms), &self.strategy)
-            .await
+    pub fn encode(&self, lead: &Lead, ingested_time_ms: i64) -> Result<Vec<u8>, EncodeError> {
+        self.writer()?.encode(lead, ingested_time_ms)
+    }
+}
+
+/// Writes leads in the Confluent wire format: a zero byte, the schema id
+/// as four big-endian bytes, then the Avro datum. The datum is serialised
+/// straight from the [`Lead`], with no intermediate Avro value.
+pub struct LeadWriter<'a> {
+    schema_id: u32,
+    datum: GenericDatumWriter<'a>,
+}
+
+impl LeadWriter<'_> {
+    /// Encodes one lead; `ingested_time_ms` is the produce time.
+    pub fn encode(&self, lead: &Lead, ingested_time_ms: i64) -> Result<Vec<u8>, EncodeError> {
+        let mut bytes = Vec::with_capacity(WIRE_PREFIX_LEN + lead_size_hint(lead));
+        bytes.push(0);
+        bytes.extend_from_slice(&self.schema_id.to_be_bytes());
+        let record = LeadRecord {
+            lead,
+            ingested_time_ms,
+        };
+        self.datum
+            .write_ser(&mut bytes, &record)
             .map_err(|error| EncodeError::Schema {
                 lead_id: lead.lead_id.clone(),
                 detail: error.to_string(),
-            })
+            })?;
+        Ok(bytes)
+    }
+}
+
+/// Magic byte and schema id.
+const WIRE_PREFIX_LEN: usize = 5;
+
+/// A guess at the datum size that avoids most reallocations.
+fn lead_size_hint(lead: &Lead) -> usize {
+    let answers: usize = lead
+        .field_data
+        .iter()
+        .map(|(name, values)| {
+            name.len() + values.iter().map(|value| value.len() + 2).sum::<usize>() + 4
+        })
+        .sum();
+    128 + answers
+}
+
+/// The lead as the schema's record, borrowed field by field in schema order.
+struct LeadRecord<'a> {
+    lead: &'a Lead,
+    ingested_time_ms: i64,
+}
+
+impl Serialize for LeadRecord<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let lead = self.lead;
+        let mut record = serializer.serialize_struct("Lead", 18)?;
+        record.serialize_field("lead_id", &lead.lead_id)?;
+        record.serialize_field("form_id", &lead.form_id)?;
+        record.serialize_field("page_id", &lead.page_id)?;
+        record.serialize_field("created_time", &lead.created_time_ms)?;
+        record.serialize_field("ad_id", &lead.ad_id)?;
+        record.serialize_field("ad_name", &lead.ad_name)?;
+        record.serialize_field("adset_id", &lead.adset_id)?;
+        record.serialize_field("adset_name", &lead.adset_name)?;
+        record.serialize_field("campaign_id", &lead.campaign_id)?;
+        record.serialize_field("campaign_name", &lead.campaign_name)?;
+        record.serialize_field("is_organic", &lead.is_organic)?;
+        record.serialize_field("platform", &lead.platform)?;
+        record.serialize_field("partner_name", &lead.partner_name)?;
+        record.serialize_field("field_data", &FieldData(&lead.field_data))?;
+        record.serialize_field(
+            "custom_disclaimer_responses",
+            &Disclaimers(&lead.custom_disclaimer_responses),
+        )?;
+        record.serialize_field("source", &Source(lead.source))?;
+        record.serialize_field("ingested_time", &self.ingested_time_ms)?;
+        record.serialize_field("extra_fields", &lead.extra_fields)?;
+        record.end()
+    }
+}
+
+/// `field_data` as an Avro map, in the order Meta sent the questions.
+struct FieldData<'a>(&'a [(String, Vec<String>)]);
+
+impl Serialize for FieldData<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, answers) in self.0 {
+            map.serialize_entry(name, answers)?;
+        }
+        map.end()
+    }
+}
+
+struct Disclaimers<'a>(&'a [DisclaimerResponse]);
+
+impl Serialize for Disclaimers<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut responses = serializer.serialize_seq(Some(self.0.len()))?;
+        for response in self.0 {
+            responses.serialize_element(&Disclaimer(response))?;
+        }
+        responses.end()
+    }
+}
+
+struct Disclaimer<'a>(&'a DisclaimerResponse);
+
+impl Serialize for Disclaimer<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut record = serializer.serialize_struct("DisclaimerResponse", 2)?;
+        record.serialize_field("checkbox_key", &self.0.checkbox_key)?;
+        record.serialize_field("is_checked", &self.0.is_checked)?;
+        record.end()
+    }
+}
+
+struct Source(LeadSource);
+
+impl Serialize for Source {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit_variant("LeadSource", source_index(self.0), self.0.as_str())
+    }
+}
+
+/// The symbol's position in the schema's `LeadSource` enum.
+fn source_index(source: LeadSource) -> u32 {
+    match source {
+        LeadSource::Backfill => 0,
+        LeadSource::Webhook => 1,
+        LeadSource::Replay => 2,
     }
 }
 
@@ -141,12 +281,7 @@ fn nullable_bool(value: Option<bool>) -> Value {
 }
 
 fn source_symbol(lead: &Lead) -> Value {
-    let symbol = lead.source.as_str();
-    let index = ["BACKFILL", "WEBHOOK", "REPLAY"]
-        .iter()
-        .position(|candidate| *candidate == symbol)
-        .expect("every LeadSource has a symbol in the schema");
-    Value::Enum(index as u32, symbol.to_owned())
+    Value::Enum(source_index(lead.source), lead.source.as_str().to_owned())
 }
 
 /// Builds the Avro record of a lead, field by field in schema order.
@@ -263,6 +398,56 @@ mod tests {
         let decoded = decode_datum(&schema, &bytes).unwrap();
 
         assert_eq!(decoded, value);
+    }
+
+    #[test]
+    fn writer_output_decodes_to_the_lead_value() {
+        let schema = lead_schema();
+        let plain = sample_lead();
+        let mut full = sample_lead();
+        full.ad_id = Some("ad".to_owned());
+        full.campaign_name = Some("Spring \"sale\"".to_owned());
+        full.is_organic = None;
+        full.source = LeadSource::Replay;
+        full.extra_fields = BTreeMap::from([
+            ("home_listing".to_owned(), r#"{"id":"1"}"#.to_owned()),
+            ("vehicle".to_owned(), "null".to_owned()),
+        ]);
+        let mut empty = sample_lead();
+        empty.field_data.clear();
+        empty.custom_disclaimer_responses.clear();
+        empty.source = LeadSource::Backfill;
+
+        let encoder = LeadEncoder::with_schema_id(0x0102_0304);
+        let writer = encoder.writer().unwrap();
+        for lead in [plain, full, empty] {
+            let bytes = writer.encode(&lead, 1_700_000_000_123).unwrap();
+
+            assert_eq!(bytes[..5], [0, 1, 2, 3, 4], "wire-format prefix");
+            assert_eq!(
+                decode_datum(&schema, &bytes[5..]).unwrap(),
+                lead_to_value(&lead, 1_700_000_000_123),
+                "lead {lead:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn writer_keeps_question_order() {
+        let lead = sample_lead();
+        let bytes = LeadEncoder::with_schema_id(1).encode(&lead, 0).unwrap();
+
+        let positions: Vec<usize> = lead
+            .field_data
+            .iter()
+            .map(|(name, _)| {
+                bytes
+                    .windows(name.len())
+                    .position(|window| window == name.as_bytes())
+                    .expect("question name is in the record")
+            })
+            .collect();
+        assert!(positions.is_sorted(), "{positions:?}");
     }
 
     #[test]

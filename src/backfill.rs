@@ -21,6 +21,7 @@ use crate::graph::{GraphError, PageAuth, TimeFilter};
 use crate::kafka::{Batch, Sink, SinkError};
 use crate::lead::{parse_created_time, LeadContext, LeadSource};
 use crate::metrics::FormLabel;
+use crate::offsets::OffsetRecord;
 use crate::reader::LeadReader;
 
 /// Smallest page size the read shrinks to after server failures.
@@ -344,7 +345,7 @@ impl Backfill {
             .commit(Batch {
                 leads,
                 dead_letters,
-                offsets: vec![offset.clone()],
+                offsets: vec![OffsetRecord::of(&offset)],
                 consumer: None,
             })
             .await?;
@@ -383,7 +384,7 @@ impl Backfill {
 
         self.sink
             .commit(Batch {
-                offsets: vec![offset.clone()],
+                offsets: vec![OffsetRecord::of(&offset)],
                 ..Batch::default()
             })
             .await?;

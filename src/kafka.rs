@@ -24,7 +24,7 @@ use crate::config::KafkaConfig;
 use crate::graph::ApiError;
 use crate::lead::{Lead, LeadSource};
 use crate::metrics::{Metrics, Outcome, SourceForm};
-use crate::offsets::FormOffset;
+use crate::offsets::OffsetRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -164,7 +164,7 @@ pub struct ConsumerPosition {
 pub struct Batch {
     pub leads: Vec<Lead>,
     pub dead_letters: Vec<DeadLetter>,
-    pub offsets: Vec<FormOffset>,
+    pub offsets: Vec<OffsetRecord>,
     pub consumer: Option<ConsumerPosition>,
 }
 
@@ -172,7 +172,7 @@ pub struct Batch {
 struct Prepared {
     encoded: Vec<(Lead, Vec<u8>)>,
     dead_letters: Vec<DeadLetter>,
-    offsets: Vec<(String, Vec<u8>)>,
+    offsets: Vec<OffsetRecord>,
     consumer: Option<ConsumerPosition>,
 }
 
@@ -249,8 +249,12 @@ impl Sink {
         let mut encoded = Vec::with_capacity(batch.leads.len());
         let mut dead_letters = batch.dead_letters;
 
+        let writer = self
+            .encoder
+            .writer()
+            .map_err(|error| SinkError::Registry(error.to_string()))?;
         for lead in batch.leads {
-            match self.encoder.encode(&lead, now_ms).await {
+            match writer.encode(&lead, now_ms) {
                 Ok(bytes) => encoded.push((lead, bytes)),
                 Err(EncodeError::Registry(detail)) => return Err(SinkError::Registry(detail)),
                 Err(error @ EncodeError::Schema { .. }) => dead_letters.push(DeadLetter {
@@ -273,19 +277,10 @@ impl Sink {
             }
         }
 
-        let offsets = batch
-            .offsets
-            .iter()
-            .map(|offset| {
-                let payload =
-                    serde_json::to_vec(offset).expect("an offset record always serialises");
-                (offset.form_id.clone(), payload)
-            })
-            .collect();
         Ok(Prepared {
             encoded,
             dead_letters,
-            offsets,
+            offsets: batch.offsets,
             consumer: batch.consumer,
         })
     }
@@ -355,10 +350,10 @@ impl Sink {
             deliveries.push(enqueue(producer, record).await?);
         }
 
-        for (form_id, payload) in &offsets {
+        for offset in &offsets {
             let record = FutureRecord::to(&config.offsets_topic)
-                .key(form_id.as_bytes())
-                .payload(payload.as_slice());
+                .key(offset.key.as_bytes())
+                .payload(offset.payload.as_slice());
             deliveries.push(enqueue(producer, record).await?);
         }
 

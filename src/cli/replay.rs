@@ -28,7 +28,7 @@ use crate::cli::{
 use crate::forms::PageHealth;
 use crate::kafka::{Batch, DeadLetter, KafkaSetup};
 use crate::lead::{is_graph_id, Lead, LeadContext, LeadSource};
-use crate::offsets::{FormOffset, FormState};
+use crate::offsets::{FormOffset, FormState, OffsetRecord};
 
 /// Header value of `reason` on the marker of a replayed lead.
 pub const REPLAYED_REASON: &str = "replayed";
@@ -196,10 +196,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         let encoder = encoder
             .as_ref()
             .expect("an encoder exists when there are candidates");
-        match encoder
-            .encode(&lead, chrono::Utc::now().timestamp_millis())
-            .await
-        {
+        match encoder.encode(&lead, chrono::Utc::now().timestamp_millis()) {
             Ok(_) => {}
             Err(EncodeError::Schema { detail, .. }) => {
                 tally.still_failing += 1;
@@ -233,7 +230,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         let batch = Batch {
             dead_letters: vec![marker(&lead, &config.kafka.leads_topic)],
             leads: vec![lead],
-            offsets: offset.iter().cloned().collect(),
+            offsets: offset.iter().map(OffsetRecord::of).collect(),
             consumer: None,
         };
         sink.commit(batch).await.with_context(|| {
