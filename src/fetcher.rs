@@ -25,7 +25,7 @@ use crate::graph::{ErrorClass, GraphError, PageAuth, MAX_IDS_PER_CALL};
 use crate::kafka::{Batch, ConsumerPosition, DeadLetter, KafkaSetup, Sink, SinkError};
 use crate::lead::{Lead, LeadContext, LeadSource};
 use crate::metrics::SourceForm;
-use crate::offsets::FormOffset;
+use crate::offsets::{FormOffset, OffsetRecord};
 use crate::reader::{LeadReader, Mapped};
 use crate::webhook::Notification;
 
@@ -383,7 +383,7 @@ impl Fetcher {
             .commit(Batch {
                 leads,
                 dead_letters,
-                offsets: offsets.clone(),
+                offsets: offsets.iter().map(OffsetRecord::of).collect(),
                 consumer,
             })
             .await?;

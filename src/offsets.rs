@@ -64,6 +64,24 @@ impl FormOffset {
     }
 }
 
+/// A form offset serialised for the offsets topic: the form id as key and
+/// the JSON record as payload. Callers serialise from a borrowed offset, so
+/// a transaction never copies a form's whole deduplication memory.
+#[derive(Debug, Clone)]
+pub struct OffsetRecord {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+impl OffsetRecord {
+    pub fn of(offset: &FormOffset) -> Self {
+        Self {
+            key: offset.form_id.clone(),
+            payload: serde_json::to_vec(offset).expect("an offset record always serialises"),
+        }
+    }
+}
+
 /// Limits of a form's deduplication memory.
 #[derive(Debug, Clone, Copy)]
 pub struct DedupLimits {

@@ -3,6 +3,7 @@
 //! Meta does not show yet, dead letters for leads that can never be read,
 //! and the Page health report when a token stops working.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +45,8 @@ impl LeadReader {
         object: &Value,
         context: LeadContext<'_>,
     ) -> Result<Mapped, GraphError> {
-        let mut current = object.clone();
+        // Only a re-read replaces the object, so the common case never copies it.
+        let mut current = Cow::Borrowed(object);
         let mut rereads = 0;
         loop {
             let error = match normalise(&current, context) {
@@ -62,7 +64,7 @@ impl LeadReader {
             tracing::warn!(lead_id = %lead_id, form_id = context.form_id, attempt = rereads, error = %error, "lead came back incomplete; reading it again");
             tokio::time::sleep(self.reread_delay * rereads).await;
             match self.graph.lead(auth, &lead_id).await {
-                Ok(fresh) => current = fresh,
+                Ok(fresh) => current = Cow::Owned(fresh),
                 Err(graph_error) if is_permanent_for_lead(&graph_error) => {
                     return Ok(Err(graph_dead_letter(&current, &graph_error, context)));
                 }

@@ -8,7 +8,7 @@ use crate::cli::{
     stored_offsets, writer_setup, ConfigArg,
 };
 use crate::kafka::{Batch, KafkaSetup};
-use crate::offsets::{FormOffset, FormState};
+use crate::offsets::{FormOffset, FormState, OffsetRecord};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct OffsetsArgs {
@@ -158,7 +158,7 @@ async fn reset(args: &ConfigArg, form_id: &str, to: i64, force: bool) -> anyhow:
 
     let (sink, _) = connect_sink(&config, &setup).await?;
     sink.commit(Batch {
-        offsets: vec![offset.clone()],
+        offsets: vec![OffsetRecord::of(&offset)],
         ..Batch::default()
     })
     .await
