@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::avro::LEAD_SCHEMA;
+use crate::avro::{is_missing_subject, LEAD_SCHEMA, WRONG_REGISTRY_PATH_HINT};
 use crate::config::SchemaRegistryConfig;
 
 /// Media type of the Confluent REST API.
@@ -68,7 +68,14 @@ pub async fn check_lead_schema(
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status == reqwest::StatusCode::NOT_FOUND {
-        return Ok(Compatibility::NotRegistered);
+        if is_missing_subject(&body) {
+            return Ok(Compatibility::NotRegistered);
+        }
+        return Err(format!(
+            "the schema registry at schema_registry.url `{}` returned HTTP {status} without a Confluent error code to the compatibility check of subject `{subject}`, so the URL does not lead to the Confluent-compatible API: {}; {WRONG_REGISTRY_PATH_HINT}",
+            registry.url,
+            body.trim()
+        ));
     }
     if !status.is_success() {
         return Err(format!(
@@ -102,4 +109,59 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Starts a local registry stand-in that returns 404 with `body` to every
+    /// request, and returns its base URL.
+    async fn not_found_registry(body: &'static str) -> String {
+        let app = axum::Router::new()
+            .fallback(move || async move { (axum::http::StatusCode::NOT_FOUND, body) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    fn registry_config(url: String) -> SchemaRegistryConfig {
+        SchemaRegistryConfig {
+            url,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn subject_not_found_is_not_registered() {
+        let url = not_found_registry(
+            r#"{"error_code":40401,"message":"Subject 'leads-value' not found."}"#,
+        )
+        .await;
+
+        let result = check_lead_schema(&registry_config(url), "leads-value").await;
+
+        assert_eq!(result, Ok(Compatibility::NotRegistered));
+    }
+
+    #[tokio::test]
+    async fn other_404_fails_with_path_hint() {
+        let url = not_found_registry(
+            r#"{"status":404,"title":"RESTEASY003210: Could not find resource for full path"}"#,
+        )
+        .await;
+
+        let message = check_lead_schema(&registry_config(url.clone()), "leads-value")
+            .await
+            .expect_err("a 404 without a Confluent error code is a wrong URL");
+
+        assert!(message.contains(&url), "{message}");
+        assert!(message.contains("404"), "{message}");
+        assert!(message.contains("/apis/ccompat/v7"), "{message}");
+    }
 }
