@@ -1,5 +1,6 @@
 //! Logging set-up: human-readable text or JSON lines, filtered by
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info`). Also formats errors for log lines and
+//! messages.
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,4 +22,17 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Formats an error with its sources, which carry the cause of a failed
+/// request, such as "Connection refused".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use crate::avro::{is_missing_subject, LEAD_SCHEMA, WRONG_REGISTRY_PATH_HINT};
 use crate::config::SchemaRegistryConfig;
+use crate::telemetry::error_chain;
 
 /// Media type of the Confluent REST API.
 const REGISTRY_MEDIA_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -96,19 +97,6 @@ pub async fn check_lead_schema(
     } else {
         Ok(Compatibility::Incompatible(answer.messages))
     }
-}
-
-/// Formats an error with its sources, which carry the cause of a failed
-/// request.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
