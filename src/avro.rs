@@ -343,6 +343,22 @@ mod tests {
         assert!(!message.contains("/apis/ccompat/v7"), "{message}");
     }
 
+    #[tokio::test]
+    async fn register_error_hides_url_password() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("http://user:registry-pass-1@127.0.0.1:{port}/apis/ccompat/v7");
+
+        let error = LeadEncoder::register(&registry_config(url), "leads")
+            .await
+            .err()
+            .expect("nothing listens on the port");
+
+        let message = error.to_string();
+        assert!(!message.contains("registry-pass-1"), "{message}");
+    }
+
     #[test]
     fn missing_subject_needs_confluent_code() {
         assert!(is_missing_subject(

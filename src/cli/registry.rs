@@ -62,7 +62,7 @@ pub async fn check_lead_schema(
     let response = request.send().await.map_err(|error| {
         format!(
             "no answer from the schema registry at schema_registry.url `{}`: {}; check schema_registry.url and that the registry is running",
-            registry.url,
+            registry.display_url(),
             error_chain(&error.without_url())
         )
     })?;
@@ -74,21 +74,21 @@ pub async fn check_lead_schema(
         }
         return Err(format!(
             "the schema registry at schema_registry.url `{}` returned HTTP {status} without a Confluent error code to the compatibility check of subject `{subject}`, so the URL does not lead to the Confluent-compatible API: {}; {WRONG_REGISTRY_PATH_HINT}",
-            registry.url,
+            registry.display_url(),
             body.trim()
         ));
     }
     if !status.is_success() {
         return Err(format!(
             "the schema registry at schema_registry.url `{}` returned HTTP {status} to the compatibility check of subject `{subject}`: {}; check the URL, the credentials and the registry's log",
-            registry.url,
+            registry.display_url(),
             body.trim()
         ));
     }
     let answer: CompatibilityResponse = serde_json::from_str(&body).map_err(|error| {
         format!(
             "the schema registry at schema_registry.url `{}` returned an invalid compatibility response ({error}): {}; check that the URL points at the Confluent-compatible API",
-            registry.url,
+            registry.display_url(),
             body.trim()
         )
     })?;
@@ -122,6 +122,26 @@ mod tests {
             username: None,
             password: None,
             timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_hide_url_password() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let closed = format!("http://user:registry-pass-1@127.0.0.1:{port}/apis/ccompat/v7");
+        let not_found = not_found_registry("Not Found")
+            .await
+            .replace("http://", "http://user:registry-pass-1@");
+
+        for url in [closed, not_found] {
+            let message = check_lead_schema(&registry_config(url.clone()), "leads-value")
+                .await
+                .expect_err("the check fails");
+
+            assert!(!message.contains("registry-pass-1"), "{message}");
+            assert!(message.contains("user:[redacted]@127.0.0.1"), "{message}");
         }
     }
 
