@@ -24,8 +24,8 @@ use crate::forms::{FormHandle, Forms};
 use crate::graph::{ErrorClass, GraphError, PageAuth, MAX_IDS_PER_CALL};
 use crate::kafka::{Batch, ConsumerPosition, DeadLetter, KafkaSetup, Sink, SinkError};
 use crate::lead::{Lead, LeadContext, LeadSource};
-use crate::metrics::SourceForm;
-use crate::offsets::FormOffset;
+use crate::metrics::{Metrics, SourceForm};
+use crate::offsets::{FormOffset, Seen};
 use crate::reader::{LeadReader, Mapped};
 use crate::webhook::Notification;
 
@@ -235,17 +235,25 @@ impl Fetcher {
             let Some(form) = self.forms.get(&item.form_id) else {
                 continue;
             };
-            let known = {
+            let (seen, floor) = {
                 let state = form.state.lock().await;
-                state.offset().recent.contains_key(&item.lead_id)
-                    || item
-                        .created_secs
-                        .is_some_and(|created| state.is_known(&item.lead_id, created))
+                (
+                    state.seen(&item.lead_id, item.created_secs),
+                    state.offset().floor,
+                )
             };
-            if known {
-                self.count_duplicate(&item.form_id);
-            } else {
+            if seen == Seen::New {
                 fresh.push(item);
+            } else {
+                let created = item.created_secs.unwrap_or_default();
+                record_skip(
+                    &self.reader.metrics,
+                    seen,
+                    &item.form_id,
+                    &item.lead_id,
+                    created,
+                    floor,
+                );
             }
         }
         fresh
@@ -329,8 +337,17 @@ impl Fetcher {
             match result {
                 Ok(lead) => {
                     let created = lead.created_time_secs();
-                    if states[position].is_known(&lead.lead_id, created) {
-                        self.count_duplicate(&item.form_id);
+                    let seen = states[position].seen(&lead.lead_id, Some(created));
+                    if seen != Seen::New {
+                        let floor = states[position].offset().floor;
+                        record_skip(
+                            &self.reader.metrics,
+                            seen,
+                            &item.form_id,
+                            &lead.lead_id,
+                            created,
+                            floor,
+                        );
                         continue;
                     }
                     handled[position].push((lead.lead_id.clone(), created));
@@ -427,17 +444,38 @@ impl Fetcher {
         })?;
         Ok(Some(ConsumerPosition { offsets, group }))
     }
+}
 
-    fn count_duplicate(&self, form_id: &str) {
-        self.reader
-            .metrics
-            .duplicates_skipped
-            .get_or_create(&SourceForm {
-                source: LeadSource::Webhook.as_str().to_owned(),
-                form_id: form_id.to_owned(),
-            })
-            .inc();
+/// Counts a webhook lead skipped as already written. A lead older than the
+/// floor is also logged, because its id is no longer remembered and the
+/// skip may drop a lead that never reached the leads topic.
+fn record_skip(
+    metrics: &Metrics,
+    seen: Seen,
+    form_id: &str,
+    lead_id: &str,
+    created_secs: i64,
+    floor: i64,
+) {
+    let labels = SourceForm {
+        source: LeadSource::Webhook.as_str().to_owned(),
+        form_id: form_id.to_owned(),
+    };
+    match seen {
+        Seen::New => return,
+        Seen::Recent => {}
+        Seen::BelowFloor => {
+            metrics.below_floor_skipped.get_or_create(&labels).inc();
+            tracing::warn!(
+                form_id,
+                lead_id,
+                created_time = created_secs,
+                floor,
+                "skipped a webhook lead older than its form's deduplication floor, so it counts as already written; if it never reached the leads topic, raise backfill.dedup_retention or backfill.max_recent_ids"
+            );
+        }
     }
+    metrics.duplicates_skipped.get_or_create(&labels).inc();
 }
 
 /// Reads a notification record; one that cannot be read is a dead letter.
@@ -462,4 +500,71 @@ fn parse_notification(message: &OwnedMessage) -> Result<Notification, Box<DeadLe
             source: LeadSource::Webhook,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::capture::capture_logs;
+
+    fn labels(form_id: &str) -> SourceForm {
+        SourceForm {
+            source: LeadSource::Webhook.as_str().to_owned(),
+            form_id: form_id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn below_floor_skip_is_logged_and_counted() {
+        let metrics = Metrics::new();
+        let (_guard, logs) = capture_logs();
+
+        record_skip(&metrics, Seen::BelowFloor, "200", "9001", 899, 900);
+
+        let text = logs.text();
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains("deduplication floor"), "{text}");
+        assert!(text.contains("form_id=\"200\""), "{text}");
+        assert!(text.contains("lead_id=\"9001\""), "{text}");
+        assert!(text.contains("floor=900"), "{text}");
+        assert_eq!(
+            metrics
+                .below_floor_skipped
+                .get_or_create(&labels("200"))
+                .get(),
+            1
+        );
+        assert_eq!(
+            metrics
+                .duplicates_skipped
+                .get_or_create(&labels("200"))
+                .get(),
+            1
+        );
+    }
+
+    #[test]
+    fn recent_skip_is_counted_quietly() {
+        let metrics = Metrics::new();
+        let (_guard, logs) = capture_logs();
+
+        record_skip(&metrics, Seen::Recent, "200", "9001", 1000, 900);
+        record_skip(&metrics, Seen::New, "200", "9002", 1000, 900);
+
+        assert_eq!(logs.text(), "");
+        assert_eq!(
+            metrics
+                .below_floor_skipped
+                .get_or_create(&labels("200"))
+                .get(),
+            0
+        );
+        assert_eq!(
+            metrics
+                .duplicates_skipped
+                .get_or_create(&labels("200"))
+                .get(),
+            1
+        );
+    }
 }
