@@ -24,7 +24,7 @@ use crate::forms::{FormHandle, Forms};
 use crate::graph::{ErrorClass, GraphError, PageAuth, MAX_IDS_PER_CALL};
 use crate::kafka::{Batch, ConsumerPosition, DeadLetter, KafkaSetup, Sink, SinkError};
 use crate::lead::{Lead, LeadContext, LeadSource};
-use crate::metrics::{Metrics, SourceForm};
+use crate::metrics::{Metrics, PageLabel, SourceForm};
 use crate::offsets::{FormOffset, Seen};
 use crate::reader::{LeadReader, Mapped};
 use crate::webhook::Notification;
@@ -54,6 +54,58 @@ pub struct Fetcher {
     sink: Arc<Sink>,
     forms: Arc<Forms>,
     settings: FetchSettings,
+    pending_pages: PendingPages,
+}
+
+/// Pages whose webhook leads are kept as pending. A Page is logged when it
+/// enters the set and when it leaves it, not at every batch.
+#[derive(Debug, Default)]
+struct PendingPages(std::sync::Mutex<BTreeSet<String>>);
+
+impl PendingPages {
+    /// Counts the leads of `parked_page_ids` (one Page id per lead) and logs
+    /// each Page that starts or stops keeping leads as pending.
+    fn record(
+        &self,
+        metrics: &Metrics,
+        parked_page_ids: &[String],
+        is_healthy: impl Fn(&str) -> bool,
+    ) {
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for page_id in parked_page_ids {
+            *counts.entry(page_id.as_str()).or_default() += 1;
+        }
+
+        let mut pages = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (page_id, leads) in &counts {
+            metrics
+                .notifications_kept_pending
+                .get_or_create(&PageLabel {
+                    page_id: (*page_id).to_owned(),
+                })
+                .inc_by(*leads);
+            if pages.insert((*page_id).to_owned()) {
+                tracing::warn!(
+                    page_id,
+                    leads,
+                    "notifications kept as pending until their Page has a working token; later ones are counted in leadgen_notifications_kept_pending_total and not logged until the Page recovers"
+                );
+            }
+        }
+        pages.retain(|page_id| {
+            if counts.contains_key(page_id.as_str()) || !is_healthy(page_id) {
+                return true;
+            }
+            tracing::info!(
+                page_id = page_id.as_str(),
+                "Page has a working token again; reading its pending notifications"
+            );
+            false
+        });
+    }
 }
 
 /// A lead to read: its id, where it belongs, and its webhook time.
@@ -90,6 +142,7 @@ impl Fetcher {
             sink,
             forms,
             settings,
+            pending_pages: PendingPages::default(),
         })
     }
 
@@ -197,7 +250,13 @@ impl Fetcher {
             }
         }
 
-        self.commit(messages, mapped, parked, dead_letters).await
+        let parked_page_ids: Vec<String> = parked.iter().map(|item| item.page_id.clone()).collect();
+        self.commit(messages, mapped, parked, dead_letters).await?;
+        self.pending_pages
+            .record(&self.reader.metrics, &parked_page_ids, |page_id| {
+                self.reader.pages.auth(page_id).is_ok()
+            });
+        Ok(())
     }
 
     /// Pending leads of forms whose Page has a working token again.
@@ -384,13 +443,6 @@ impl Fetcher {
                 offsets.push(offset);
             }
         }
-        if !parked.is_empty() {
-            tracing::warn!(
-                leads = parked.len(),
-                "notifications kept as pending until their Page has a working token"
-            );
-        }
-
         let consumer = self.consumer_position(messages)?;
         if leads.is_empty() && dead_letters.is_empty() && offsets.is_empty() && consumer.is_none() {
             return Ok(());
@@ -540,6 +592,42 @@ mod tests {
                 .get_or_create(&labels("200"))
                 .get(),
             1
+        );
+    }
+
+    #[test]
+    fn pending_page_is_logged_per_state_change() {
+        let metrics = Metrics::new();
+        let pending = PendingPages::default();
+        let parked = vec!["100".to_owned(), "100".to_owned()];
+        let (_guard, logs) = capture_logs();
+
+        for _ in 0..3 {
+            pending.record(&metrics, &parked, |_| false);
+        }
+        pending.record(&metrics, &[], |_| false);
+        let while_down = logs.text();
+        pending.record(&metrics, &[], |_| true);
+        pending.record(&metrics, &[], |_| true);
+        pending.record(&metrics, &parked, |_| false);
+
+        let text = logs.text();
+        assert_eq!(
+            while_down.matches("kept as pending").count(),
+            1,
+            "{while_down}"
+        );
+        assert_eq!(text.matches("working token again").count(), 1, "{text}");
+        assert_eq!(text.matches("kept as pending").count(), 2, "{text}");
+        let label = PageLabel {
+            page_id: "100".to_owned(),
+        };
+        assert_eq!(
+            metrics
+                .notifications_kept_pending
+                .get_or_create(&label)
+                .get(),
+            8
         );
     }
 

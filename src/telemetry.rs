@@ -2,6 +2,9 @@
 //! `RUST_LOG` (default `info`). Also formats errors for log lines and
 //! messages.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use tracing_subscriber::EnvFilter;
 
 /// Output format of log lines.
@@ -35,6 +38,52 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Lets a repeated log line through at most once per interval and counts
+/// the lines held back in between, so a flood of one event stays visible
+/// without filling the log. Callers count every event in a metric.
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval: Duration,
+    state: Mutex<LimiterState>,
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    last_logged: Option<Instant>,
+    held_back: u64,
+}
+
+impl LogLimiter {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Returns `Some(n)` when the line is to be logged now, where `n` lines
+    /// were held back since the last one, and `None` when it is held back.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let due = state
+            .last_logged
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval);
+        if !due {
+            state.held_back += 1;
+            return None;
+        }
+        state.last_logged = Some(now);
+        Some(std::mem::take(&mut state.held_back))
+    }
 }
 
 /// Log capture for unit tests.
@@ -75,5 +124,23 @@ pub(crate) mod capture {
             .with_writer(move || writer.clone())
             .finish();
         (tracing::subscriber::set_default(subscriber), buffer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_admits_once_per_interval() {
+        let limiter = LogLimiter::new(Duration::from_secs(60));
+        let start = Instant::now();
+
+        assert_eq!(limiter.admit_at(start), Some(0));
+        assert_eq!(limiter.admit_at(start + Duration::from_secs(1)), None);
+        assert_eq!(limiter.admit_at(start + Duration::from_secs(59)), None);
+        assert_eq!(limiter.admit_at(start + Duration::from_secs(60)), Some(2));
+        assert_eq!(limiter.admit_at(start + Duration::from_secs(61)), None);
+        assert_eq!(limiter.admit_at(start + Duration::from_secs(200)), Some(1));
     }
 }

@@ -32,6 +32,11 @@ use crate::kafka::{KafkaSetup, SinkError};
 use crate::lead::{is_graph_id, parse_created_time};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::telemetry::LogLimiter;
+
+/// Minimum time between two log lines about rejected signatures. The
+/// `rejected_signature` outcome of `leadgen_webhook_requests` counts each.
+const REJECTED_SIGNATURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// One `leadgen` change, as stored in the notifications topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +200,7 @@ pub struct Receiver {
     durable_timeout: Duration,
     metrics: Arc<Metrics>,
     accepting: AtomicBool,
+    rejected_signature_log: LogLimiter,
 }
 
 impl Receiver {
@@ -224,6 +230,7 @@ impl Receiver {
             durable_timeout: config.durable_timeout,
             metrics,
             accepting: AtomicBool::new(true),
+            rejected_signature_log: LogLimiter::new(REJECTED_SIGNATURE_LOG_INTERVAL),
         }))
     }
 
@@ -370,11 +377,14 @@ async fn receive(
         .and_then(|value| value.to_str().ok());
     if !signature_is_valid(&receiver.app_secret, &body, signature) {
         receiver.metrics.webhook("rejected_signature");
-        tracing::warn!(
-            bytes = body.len(),
-            signature_present = signature.is_some(),
-            "webhook rejected: invalid X-Hub-Signature-256"
-        );
+        if let Some(held_back) = receiver.rejected_signature_log.admit() {
+            tracing::warn!(
+                bytes = body.len(),
+                signature_present = signature.is_some(),
+                not_logged_since_last = held_back,
+                "webhook rejected: invalid X-Hub-Signature-256; check graph.app_secret. Rejections are logged at most once a minute and all are counted in leadgen_webhook_requests_total{{outcome=\"rejected_signature\"}}"
+            );
+        }
         return (StatusCode::UNAUTHORIZED, "invalid signature").into_response();
     }
 
@@ -414,6 +424,62 @@ async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KafkaConfig;
+    use crate::metrics::Outcome;
+    use crate::telemetry::capture::capture_logs;
+
+    /// Serves a receiver with the `[webhook]` keys in `config` on a local
+    /// port, with Kafka at a closed port, and returns the webhook URL.
+    async fn serve_receiver(config: &str) -> (Arc<Receiver>, String) {
+        let config: WebhookConfig =
+            toml::from_str(&format!("verify_token = \"verify\"\n{config}")).unwrap();
+        let kafka: KafkaConfig = toml::from_str("bootstrap_servers = \"127.0.0.1:1\"").unwrap();
+        let receiver = Receiver::new(
+            &config,
+            Secret::new("app-secret"),
+            &KafkaSetup::new(kafka),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        let app = router(receiver.clone(), "/webhook", config.max_body_bytes);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, format!("http://{address}/webhook"))
+    }
+
+    #[tokio::test]
+    async fn rejected_signatures_log_once_per_interval() {
+        let (_guard, logs) = capture_logs();
+        let (receiver, url) = serve_receiver("").await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+        for _ in 0..3 {
+            let response = client
+                .post(&url)
+                .header("x-hub-signature-256", "sha256=00")
+                .body(r#"{"object":"page","entry":[]}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::UNAUTHORIZED);
+        }
+
+        let text = logs.text();
+        assert_eq!(
+            text.matches("invalid X-Hub-Signature-256").count(),
+            1,
+            "{text}"
+        );
+        let rejected = receiver
+            .metrics
+            .webhook_requests
+            .get_or_create(&Outcome {
+                outcome: "rejected_signature".to_owned(),
+            })
+            .get();
+        assert_eq!(rejected, 3);
+    }
 
     #[test]
     fn signature_checks_raw_bytes() {
