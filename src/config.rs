@@ -89,6 +89,9 @@ pub struct WebhookConfig {
     /// Largest accepted request body; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Maximum time to receive a request body; a slower request gets 408.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Maximum wait for a notification to be durable in Kafka before the
     /// request gets 503 and Meta retries it.
     #[serde(default = "default_durable_timeout", with = "humantime_serde")]
@@ -472,6 +475,9 @@ fn default_webhook_path() -> String {
 fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_durable_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -683,6 +689,12 @@ impl Config {
                 return Err(invalid(
                     "webhook.max_body_bytes",
                     "expected at least 1024 bytes",
+                ));
+            }
+            if webhook.body_read_timeout.is_zero() {
+                return Err(invalid(
+                    "webhook.body_read_timeout",
+                    "expected a duration above zero, such as \"10s\"",
                 ));
             }
             if webhook.fetch_batch == 0 {
@@ -947,6 +959,18 @@ mod tests {
         let expanded = expand_string("a$${B}c$d", "key", &env).unwrap();
 
         assert_eq!(expanded, "a${B}c$d");
+    }
+
+    #[test]
+    fn zero_body_read_timeout_is_rejected() {
+        let text = format!(
+            "{MINIMAL}\n[webhook]\nverify_token = \"verify\"\nbody_read_timeout = \"0s\"\n"
+        )
+        .replace("[graph]\n", "[graph]\napp_secret = \"secret\"\n");
+
+        let message = parse(&text).unwrap_err().to_string();
+
+        assert!(message.contains("webhook.body_read_timeout"), "{message}");
     }
 
     #[test]
