@@ -14,7 +14,7 @@ use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
+    RawError, SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
@@ -39,8 +39,50 @@ pub enum EncodeError {
 
 impl EncodeError {
     fn from_registry(error: SRCError) -> Self {
+        if is_not_found_without_code(&error) {
+            return EncodeError::Registry(format!(
+                "{error}; the registry returned 404 without a Confluent error code, so {WRONG_REGISTRY_PATH_HINT}"
+            ));
+        }
         EncodeError::Registry(error.to_string())
     }
+}
+
+/// Advice for a registry 404 that carries no Confluent error code, because
+/// such a 404 comes from a path outside the Confluent-compatible API.
+pub const WRONG_REGISTRY_PATH_HINT: &str = "check that schema_registry.url is the base URL of the Confluent-compatible API, which Apicurio Registry serves under /apis/ccompat/v7 (for example http://127.0.0.1:8081/apis/ccompat/v7)";
+
+/// Confluent error code of a 404 for a subject that does not exist.
+const SUBJECT_NOT_FOUND: u32 = 40401;
+
+/// Confluent error code of a 404 for a version that does not exist.
+const VERSION_NOT_FOUND: u32 = 40402;
+
+/// Returns whether the body of a registry 404 is the Confluent error for a
+/// subject or version that does not exist, as opposed to a 404 for a path
+/// that the registry does not serve.
+pub fn is_missing_subject(body: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error_code: u32,
+    }
+
+    serde_json::from_str::<ErrorBody>(body).is_ok_and(|error| {
+        error.error_code == SUBJECT_NOT_FOUND || error.error_code == VERSION_NOT_FOUND
+    })
+}
+
+/// Returns whether a registry call failed with 404 and a body without a
+/// Confluent error code. The converter keeps the status only in the message
+/// and sets `error_code` 0 when the body is not a Confluent error.
+fn is_not_found_without_code(error: &SRCError) -> bool {
+    let not_found = error
+        .error
+        .ends_with(&reqwest::StatusCode::NOT_FOUND.to_string());
+    let error_code = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<RawError>())
+        .map(|raw| raw.error_code);
+    not_found && error_code.is_none_or(|code| code < SUBJECT_NOT_FOUND)
 }
 
 /// Builds registry settings from the config.
@@ -387,6 +429,87 @@ mod tests {
             extra_fields: BTreeMap::new(),
             source: LeadSource::Webhook,
         }
+    }
+
+    /// Starts a local registry stand-in that returns 404 with `body` to every
+    /// request, and returns its base URL.
+    async fn not_found_registry(body: &'static str) -> String {
+        let app = axum::Router::new()
+            .fallback(move || async move { (axum::http::StatusCode::NOT_FOUND, body) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    fn registry_config(url: String) -> SchemaRegistryConfig {
+        SchemaRegistryConfig {
+            url,
+            username: None,
+            password: None,
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn register_on_wrong_path_names_ccompat() {
+        let url = not_found_registry(r#"{"status":404,"title":"Could not find resource"}"#).await;
+
+        let error = LeadEncoder::register(&registry_config(url), "leads")
+            .await
+            .err()
+            .expect("a 404 fails the registration");
+
+        let message = error.to_string();
+        assert!(message.contains("404"), "{message}");
+        assert!(message.contains("/apis/ccompat/v7"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn register_on_confluent_404_has_no_path_hint() {
+        let url = not_found_registry(r#"{"error_code":40401,"message":"Subject not found"}"#).await;
+
+        let error = LeadEncoder::register(&registry_config(url), "leads")
+            .await
+            .err()
+            .expect("a 404 fails the registration");
+
+        let message = error.to_string();
+        assert!(!message.contains("/apis/ccompat/v7"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn register_error_hides_url_password() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("http://user:registry-pass-1@127.0.0.1:{port}/apis/ccompat/v7");
+
+        let error = LeadEncoder::register(&registry_config(url), "leads")
+            .await
+            .err()
+            .expect("nothing listens on the port");
+
+        let message = error.to_string();
+        assert!(!message.contains("registry-pass-1"), "{message}");
+    }
+
+    #[test]
+    fn missing_subject_needs_confluent_code() {
+        assert!(is_missing_subject(
+            r#"{"error_code":40401,"message":"Subject 'leads-value' not found."}"#
+        ));
+        assert!(is_missing_subject(
+            r#"{"error_code":40402,"message":"Version not found."}"#
+        ));
+        assert!(!is_missing_subject(
+            r#"{"error_code":40403,"message":"Schema not found"}"#
+        ));
+        assert!(!is_missing_subject(
+            r#"{"status":404,"title":"RESTEASY003210: Could not find resource"}"#
+        ));
+        assert!(!is_missing_subject("<html>Not Found</html>"));
+        assert!(!is_missing_subject(""));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! wrong and says what is expected, so a bad file never gets past start-up.
 //! Config types hold plain values only; runtime handles live elsewhere.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::secret::Secret;
+use crate::secret::{redact_url_password, Secret};
 
 /// Unix seconds above this value are almost certainly milliseconds: 1e11
 /// seconds is in the year 5138.
@@ -87,6 +89,9 @@ pub struct WebhookConfig {
     /// Largest accepted request body; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Maximum time to receive a request body; a slower request gets 408.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Maximum wait for a notification to be durable in Kafka before the
     /// request gets 503 and Meta retries it.
     #[serde(default = "default_durable_timeout", with = "humantime_serde")]
@@ -263,14 +268,62 @@ pub struct KafkaConfig {
     pub transaction_timeout: Duration,
     /// Extra librdkafka properties (TLS, SASL, tuning), passed through as is.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: KafkaProperties,
+}
+
+/// Pass-through librdkafka properties. `Debug` hides the values of
+/// properties that can hold credentials, such as `sasl.password`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl KafkaProperties {
+    /// Returns whether the value of property `key` can hold a credential:
+    /// passwords, secrets, private keys, and SASL configs such as
+    /// `sasl.jaas.config` and `sasl.oauthbearer.config`.
+    pub fn is_sensitive(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        [
+            "password",
+            "secret",
+            "key",
+            "sasl.jaas.config",
+            "oauthbearer.config",
+        ]
+        .iter()
+        .any(|word| key.contains(word))
+    }
+}
+
+impl std::ops::Deref for KafkaProperties {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (key, value) in &self.0 {
+            if Self::is_sensitive(key) {
+                map.entry(key, &format_args!("[redacted]"));
+            } else {
+                map.entry(key, value);
+            }
+        }
+        map.finish()
+    }
 }
 
 /// Schema registry with the Confluent REST API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaRegistryConfig {
-    /// Base URL of the Confluent-compatible API.
+    /// Base URL of the Confluent-compatible API. It may carry credentials
+    /// (`https://user:password@host/...`), so show it with
+    /// [`SchemaRegistryConfig::display_url`].
     pub url: String,
     #[serde(default)]
     pub username: Option<String>,
@@ -278,6 +331,25 @@ pub struct SchemaRegistryConfig {
     pub password: Option<Secret>,
     #[serde(default = "default_registry_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+impl SchemaRegistryConfig {
+    /// Returns `url` with the password of its userinfo replaced, for errors,
+    /// logs and command output.
+    pub fn display_url(&self) -> Cow<'_, str> {
+        redact_url_password(&self.url)
+    }
+}
+
+impl fmt::Debug for SchemaRegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaRegistryConfig")
+            .field("url", &self.display_url())
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Start of the first bulk read of a form, as Unix seconds.
@@ -402,6 +474,9 @@ fn default_webhook_path() -> String {
 }
 fn default_max_body_bytes() -> usize {
     1024 * 1024
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_durable_timeout() -> Duration {
     Duration::from_secs(5)
@@ -614,6 +689,12 @@ impl Config {
                 return Err(invalid(
                     "webhook.max_body_bytes",
                     "expected at least 1024 bytes",
+                ));
+            }
+            if webhook.body_read_timeout.is_zero() {
+                return Err(invalid(
+                    "webhook.body_read_timeout",
+                    "expected a duration above zero, such as \"10s\"",
                 ));
             }
             if webhook.fetch_batch == 0 {
@@ -878,6 +959,44 @@ mod tests {
         let expanded = expand_string("a$${B}c$d", "key", &env).unwrap();
 
         assert_eq!(expanded, "a${B}c$d");
+    }
+
+    #[test]
+    fn zero_body_read_timeout_is_rejected() {
+        let text = format!(
+            "{MINIMAL}\n[webhook]\nverify_token = \"verify\"\nbody_read_timeout = \"0s\"\n"
+        )
+        .replace("[graph]\n", "[graph]\napp_secret = \"secret\"\n");
+
+        let message = parse(&text).unwrap_err().to_string();
+
+        assert!(message.contains("webhook.body_read_timeout"), "{message}");
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let text = MINIMAL
+            .replace(
+                "http://127.0.0.1:8081/apis/ccompat/v7",
+                "https://user:registry-pass-1@127.0.0.1:8081/apis/ccompat/v7",
+            )
+            .replace(
+                "bootstrap_servers = \"127.0.0.1:9092\"",
+                "bootstrap_servers = \"127.0.0.1:9092\"\nproperties = { \"sasl.password\" = \"kafka-pass-2\", \"ssl.key.password\" = \"key-pass-3\", \"linger.ms\" = \"5\" }",
+            );
+        let config = parse(&text).unwrap();
+
+        let debug = format!("{config:?}");
+
+        assert!(!debug.contains("registry-pass-1"), "{debug}");
+        assert!(!debug.contains("kafka-pass-2"), "{debug}");
+        assert!(!debug.contains("key-pass-3"), "{debug}");
+        assert!(debug.contains("\"linger.ms\": \"5\""), "{debug}");
+        assert_eq!(config.kafka.properties["sasl.password"], "kafka-pass-2");
+        assert_eq!(
+            config.schema_registry.display_url(),
+            "https://user:[redacted]@127.0.0.1:8081/apis/ccompat/v7"
+        );
     }
 
     #[test]

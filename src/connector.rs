@@ -108,7 +108,7 @@ impl Connector {
             .with_context(|| {
                 format!(
                     "cannot register the lead schema at `{}`; check schema_registry.url and that the registry is running",
-                    config.schema_registry.url
+                    config.schema_registry.display_url()
                 )
             })?;
 

@@ -24,8 +24,8 @@ use crate::forms::{FormHandle, Forms};
 use crate::graph::{ErrorClass, GraphError, PageAuth, MAX_IDS_PER_CALL};
 use crate::kafka::{Batch, ConsumerPosition, DeadLetter, KafkaSetup, Sink, SinkError};
 use crate::lead::{Lead, LeadContext, LeadSource};
-use crate::metrics::SourceForm;
-use crate::offsets::{FormOffset, OffsetRecord};
+use crate::metrics::{Metrics, PageLabel, SourceForm};
+use crate::offsets::{FormOffset, OffsetRecord, Seen};
 use crate::reader::{LeadReader, Mapped};
 use crate::webhook::Notification;
 
@@ -54,6 +54,58 @@ pub struct Fetcher {
     sink: Arc<Sink>,
     forms: Arc<Forms>,
     settings: FetchSettings,
+    pending_pages: PendingPages,
+}
+
+/// Pages whose webhook leads are kept as pending. A Page is logged when it
+/// enters the set and when it leaves it, not at every batch.
+#[derive(Debug, Default)]
+struct PendingPages(std::sync::Mutex<BTreeSet<String>>);
+
+impl PendingPages {
+    /// Counts the leads of `parked_page_ids` (one Page id per lead) and logs
+    /// each Page that starts or stops keeping leads as pending.
+    fn record(
+        &self,
+        metrics: &Metrics,
+        parked_page_ids: &[String],
+        is_healthy: impl Fn(&str) -> bool,
+    ) {
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for page_id in parked_page_ids {
+            *counts.entry(page_id.as_str()).or_default() += 1;
+        }
+
+        let mut pages = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (page_id, leads) in &counts {
+            metrics
+                .notifications_kept_pending
+                .get_or_create(&PageLabel {
+                    page_id: (*page_id).to_owned(),
+                })
+                .inc_by(*leads);
+            if pages.insert((*page_id).to_owned()) {
+                tracing::warn!(
+                    page_id,
+                    leads,
+                    "notifications kept as pending until their Page has a working token; later ones are counted in leadgen_notifications_kept_pending_total and not logged until the Page recovers"
+                );
+            }
+        }
+        pages.retain(|page_id| {
+            if counts.contains_key(page_id.as_str()) || !is_healthy(page_id) {
+                return true;
+            }
+            tracing::info!(
+                page_id = page_id.as_str(),
+                "Page has a working token again; reading its pending notifications"
+            );
+            false
+        });
+    }
 }
 
 /// A lead to read: its id, where it belongs, and its webhook time.
@@ -90,6 +142,7 @@ impl Fetcher {
             sink,
             forms,
             settings,
+            pending_pages: PendingPages::default(),
         })
     }
 
@@ -197,7 +250,13 @@ impl Fetcher {
             }
         }
 
-        self.commit(messages, mapped, parked, dead_letters).await
+        let parked_page_ids: Vec<String> = parked.iter().map(|item| item.page_id.clone()).collect();
+        self.commit(messages, mapped, parked, dead_letters).await?;
+        self.pending_pages
+            .record(&self.reader.metrics, &parked_page_ids, |page_id| {
+                self.reader.pages.auth(page_id).is_ok()
+            });
+        Ok(())
     }
 
     /// Pending leads of forms whose Page has a working token again.
@@ -235,17 +294,25 @@ impl Fetcher {
             let Some(form) = self.forms.get(&item.form_id) else {
                 continue;
             };
-            let known = {
+            let (seen, floor) = {
                 let state = form.state.lock().await;
-                state.offset().recent.contains_key(&item.lead_id)
-                    || item
-                        .created_secs
-                        .is_some_and(|created| state.is_known(&item.lead_id, created))
+                (
+                    state.seen(&item.lead_id, item.created_secs),
+                    state.offset().floor,
+                )
             };
-            if known {
-                self.count_duplicate(&item.form_id);
-            } else {
+            if seen == Seen::New {
                 fresh.push(item);
+            } else {
+                let created = item.created_secs.unwrap_or_default();
+                record_skip(
+                    &self.reader.metrics,
+                    seen,
+                    &item.form_id,
+                    &item.lead_id,
+                    created,
+                    floor,
+                );
             }
         }
         fresh
@@ -329,8 +396,17 @@ impl Fetcher {
             match result {
                 Ok(lead) => {
                     let created = lead.created_time_secs();
-                    if states[position].is_known(&lead.lead_id, created) {
-                        self.count_duplicate(&item.form_id);
+                    let seen = states[position].seen(&lead.lead_id, Some(created));
+                    if seen != Seen::New {
+                        let floor = states[position].offset().floor;
+                        record_skip(
+                            &self.reader.metrics,
+                            seen,
+                            &item.form_id,
+                            &lead.lead_id,
+                            created,
+                            floor,
+                        );
                         continue;
                     }
                     handled[position].push((lead.lead_id.clone(), created));
@@ -367,13 +443,6 @@ impl Fetcher {
                 offsets.push(offset);
             }
         }
-        if !parked.is_empty() {
-            tracing::warn!(
-                leads = parked.len(),
-                "notifications kept as pending until their Page has a working token"
-            );
-        }
-
         let consumer = self.consumer_position(messages)?;
         if leads.is_empty() && dead_letters.is_empty() && offsets.is_empty() && consumer.is_none() {
             return Ok(());
@@ -427,17 +496,38 @@ impl Fetcher {
         })?;
         Ok(Some(ConsumerPosition { offsets, group }))
     }
+}
 
-    fn count_duplicate(&self, form_id: &str) {
-        self.reader
-            .metrics
-            .duplicates_skipped
-            .get_or_create(&SourceForm {
-                source: LeadSource::Webhook.as_str().to_owned(),
-                form_id: form_id.to_owned(),
-            })
-            .inc();
+/// Counts a webhook lead skipped as already written. A lead older than the
+/// floor is also logged, because its id is no longer remembered and the
+/// skip may drop a lead that never reached the leads topic.
+fn record_skip(
+    metrics: &Metrics,
+    seen: Seen,
+    form_id: &str,
+    lead_id: &str,
+    created_secs: i64,
+    floor: i64,
+) {
+    let labels = SourceForm {
+        source: LeadSource::Webhook.as_str().to_owned(),
+        form_id: form_id.to_owned(),
+    };
+    match seen {
+        Seen::New => return,
+        Seen::Recent => {}
+        Seen::BelowFloor => {
+            metrics.below_floor_skipped.get_or_create(&labels).inc();
+            tracing::warn!(
+                form_id,
+                lead_id,
+                created_time = created_secs,
+                floor,
+                "skipped a webhook lead older than its form's deduplication floor, so it counts as already written; if it never reached the leads topic, raise backfill.dedup_retention or backfill.max_recent_ids"
+            );
+        }
     }
+    metrics.duplicates_skipped.get_or_create(&labels).inc();
 }
 
 /// Reads a notification record; one that cannot be read is a dead letter.
@@ -462,4 +552,107 @@ fn parse_notification(message: &OwnedMessage) -> Result<Notification, Box<DeadLe
             source: LeadSource::Webhook,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::capture::capture_logs;
+
+    fn labels(form_id: &str) -> SourceForm {
+        SourceForm {
+            source: LeadSource::Webhook.as_str().to_owned(),
+            form_id: form_id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn below_floor_skip_is_logged_and_counted() {
+        let metrics = Metrics::new();
+        let (_guard, logs) = capture_logs();
+
+        record_skip(&metrics, Seen::BelowFloor, "200", "9001", 899, 900);
+
+        let text = logs.text();
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains("deduplication floor"), "{text}");
+        assert!(text.contains("form_id=\"200\""), "{text}");
+        assert!(text.contains("lead_id=\"9001\""), "{text}");
+        assert!(text.contains("floor=900"), "{text}");
+        assert_eq!(
+            metrics
+                .below_floor_skipped
+                .get_or_create(&labels("200"))
+                .get(),
+            1
+        );
+        assert_eq!(
+            metrics
+                .duplicates_skipped
+                .get_or_create(&labels("200"))
+                .get(),
+            1
+        );
+    }
+
+    #[test]
+    fn pending_page_is_logged_per_state_change() {
+        let metrics = Metrics::new();
+        let pending = PendingPages::default();
+        let parked = vec!["100".to_owned(), "100".to_owned()];
+        let (_guard, logs) = capture_logs();
+
+        for _ in 0..3 {
+            pending.record(&metrics, &parked, |_| false);
+        }
+        pending.record(&metrics, &[], |_| false);
+        let while_down = logs.text();
+        pending.record(&metrics, &[], |_| true);
+        pending.record(&metrics, &[], |_| true);
+        pending.record(&metrics, &parked, |_| false);
+
+        let text = logs.text();
+        assert_eq!(
+            while_down.matches("kept as pending").count(),
+            1,
+            "{while_down}"
+        );
+        assert_eq!(text.matches("working token again").count(), 1, "{text}");
+        assert_eq!(text.matches("kept as pending").count(), 2, "{text}");
+        let label = PageLabel {
+            page_id: "100".to_owned(),
+        };
+        assert_eq!(
+            metrics
+                .notifications_kept_pending
+                .get_or_create(&label)
+                .get(),
+            8
+        );
+    }
+
+    #[test]
+    fn recent_skip_is_counted_quietly() {
+        let metrics = Metrics::new();
+        let (_guard, logs) = capture_logs();
+
+        record_skip(&metrics, Seen::Recent, "200", "9001", 1000, 900);
+        record_skip(&metrics, Seen::New, "200", "9002", 1000, 900);
+
+        assert_eq!(logs.text(), "");
+        assert_eq!(
+            metrics
+                .below_floor_skipped
+                .get_or_create(&labels("200"))
+                .get(),
+            0
+        );
+        assert_eq!(
+            metrics
+                .duplicates_skipped
+                .get_or_create(&labels("200"))
+                .get(),
+            1
+        );
+    }
 }

@@ -24,6 +24,7 @@ use crate::config::GraphConfig;
 use crate::lead::LEAD_FIELDS;
 use crate::metrics::{Metrics, PageLabel};
 use crate::secret::Secret;
+use crate::telemetry::error_chain;
 
 /// Most ids Meta accepts in one `?ids=` read.
 pub const MAX_IDS_PER_CALL: usize = 50;
@@ -244,7 +245,7 @@ impl GraphClient {
             .timeout(config.request_timeout)
             .user_agent(concat!("leadgen-connector/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|error| GraphError::Transport(error.without_url().to_string()))?;
+            .map_err(|error| transport_error(error, &[]))?;
 
         Ok(Self {
             http,
@@ -416,28 +417,31 @@ impl GraphClient {
         let url = self.base.join(path).map_err(|error| {
             GraphError::Transport(format!("invalid Graph API path `{path}`: {error}"))
         })?;
+        let proof = self
+            .app_secret
+            .as_ref()
+            .map(|secret| appsecret_proof(secret, &auth.access_token));
         let mut request = self
             .http
             .get(url)
             .query(query)
             .query(&[("access_token", auth.access_token.expose())]);
-        if let Some(secret) = &self.app_secret {
-            request = request.query(&[(
-                "appsecret_proof",
-                appsecret_proof(secret, &auth.access_token),
-            )]);
+        if let Some(proof) = &proof {
+            request = request.query(&[("appsecret_proof", proof)]);
         }
+        let secrets = [Some(auth.access_token.expose()), proof.as_deref()];
+        let secrets: Vec<&str> = secrets.into_iter().flatten().collect();
 
         let response = request
             .send()
             .await
-            .map_err(|error| GraphError::Transport(error.without_url().to_string()))?;
+            .map_err(|error| transport_error(error, &secrets))?;
         let status = response.status().as_u16();
         let regain_after = self.record_usage(&auth.page_id, response.headers());
         let bytes = response
             .bytes()
             .await
-            .map_err(|error| GraphError::Transport(error.without_url().to_string()))?;
+            .map_err(|error| transport_error(error, &secrets))?;
 
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes)
@@ -646,6 +650,18 @@ pub fn appsecret_proof(app_secret: &Secret, access_token: &Secret) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Describes a failed request with the causes in its source chain, such as
+/// "Connection refused" or "operation timed out". The URL is dropped because
+/// its query string contains the access token and `appsecret_proof`. Any of
+/// `secrets` that a cause quotes is replaced with `[redacted]`.
+fn transport_error(error: reqwest::Error, secrets: &[&str]) -> GraphError {
+    let mut text = error_chain(&error.without_url());
+    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        text = text.replace(secret, "[redacted]");
+    }
+    GraphError::Transport(text)
+}
+
 /// Splits a bulk-read answer into its data and the next cursor.
 ///
 /// The cursor comes from `paging.cursors.after` (or, failing that, from the
@@ -715,6 +731,38 @@ mod tests {
             is_transient: None,
             fbtrace_id: None,
         }
+    }
+
+    #[tokio::test]
+    async fn transport_error_names_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let config: GraphConfig = toml::from_str(&format!(
+            "base_url = \"http://127.0.0.1:{port}\"\napp_secret = \"app-secret\"\nmax_attempts = 1\n"
+        ))
+        .unwrap();
+        let graph = GraphClient::new(&config).unwrap();
+        let token = Secret::new("EAAB-transport-token");
+        let proof = appsecret_proof(config.app_secret.as_ref().unwrap(), &token);
+        let auth = PageAuth {
+            page_id: "100000000000001".to_owned(),
+            access_token: token,
+        };
+
+        let error = graph
+            .page(&auth)
+            .await
+            .expect_err("nothing listens on the port");
+
+        let GraphError::Transport(message) = &error else {
+            panic!("expected a transport error, got {error:?}");
+        };
+        assert!(message.contains("Connection refused"), "{message}");
+        assert!(!message.contains("EAAB-transport-token"), "{message}");
+        assert!(!message.contains(&proof), "{message}");
+        assert!(!message.contains("access_token"), "{message}");
+        assert!(!message.contains(&port.to_string()), "{message}");
     }
 
     #[test]

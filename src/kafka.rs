@@ -57,7 +57,7 @@ impl KafkaSetup {
     pub fn base_config(&self) -> ClientConfig {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", &self.config.bootstrap_servers);
-        for (key, value) in &self.config.properties {
+        for (key, value) in self.config.properties.iter() {
             client.set(key, value);
         }
         client

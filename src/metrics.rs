@@ -68,6 +68,8 @@ pub struct Metrics {
     pub dead_letters: Family<Reason, Counter>,
     pub missed_by_webhook: Family<FormLabel, Counter>,
     pub duplicates_skipped: Family<SourceForm, Counter>,
+    pub below_floor_skipped: Family<SourceForm, Counter>,
+    pub notifications_kept_pending: Family<PageLabel, Counter>,
     pub kafka_produce_errors: Counter,
     pub transactions: Family<Outcome, Counter>,
 }
@@ -98,6 +100,8 @@ impl Metrics {
             dead_letters: Family::default(),
             missed_by_webhook: Family::default(),
             duplicates_skipped: Family::default(),
+            below_floor_skipped: Family::default(),
+            notifications_kept_pending: Family::default(),
             kafka_produce_errors: Counter::default(),
             transactions: Family::default(),
             registry: Registry::default(),
@@ -162,6 +166,16 @@ impl Metrics {
             "duplicates_skipped",
             "Leads skipped because they were already written",
             metrics.duplicates_skipped.clone(),
+        );
+        registry.register(
+            "below_floor_skipped",
+            "Webhook leads skipped because their created_time is older than the form's deduplication floor; also counted in duplicates_skipped",
+            metrics.below_floor_skipped.clone(),
+        );
+        registry.register(
+            "notifications_kept_pending",
+            "Webhook leads kept as pending because their Page's token was not working",
+            metrics.notifications_kept_pending.clone(),
         );
         registry.register(
             "kafka_produce_errors",

@@ -82,6 +82,18 @@ impl OffsetRecord {
     }
 }
 
+/// Result of checking a lead against a form's deduplication memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not written yet.
+    New,
+    /// Its id is in the recent ids, so it was written.
+    Recent,
+    /// Its `created_time` is older than the floor. It counts as written,
+    /// although its id is no longer remembered and cannot confirm it.
+    BelowFloor,
+}
+
 /// Limits of a form's deduplication memory.
 #[derive(Debug, Clone, Copy)]
 pub struct DedupLimits {
@@ -121,6 +133,18 @@ impl FormState {
     /// Whether a lead was already produced (or dead-lettered).
     pub fn is_known(&self, lead_id: &str, created_secs: i64) -> bool {
         created_secs < self.offset.floor || self.offset.recent.contains_key(lead_id)
+    }
+
+    /// Returns whether a lead was written, and by which rule. Without a
+    /// `created_time` only the recent ids decide.
+    pub fn seen(&self, lead_id: &str, created_secs: Option<i64>) -> Seen {
+        if self.offset.recent.contains_key(lead_id) {
+            Seen::Recent
+        } else if created_secs.is_some_and(|created| created < self.offset.floor) {
+            Seen::BelowFloor
+        } else {
+            Seen::New
+        }
     }
 
     /// The offset after recording `handled` leads (id, created seconds) and,
@@ -306,6 +330,20 @@ mod tests {
         ids.iter()
             .map(|(id, time)| (id.to_string(), *time))
             .collect()
+    }
+
+    #[test]
+    fn seen_tells_recent_from_below_floor() {
+        let mut form = state(10);
+        let (next, _) = form.next_offset(&handled(&[("1", 1000)]), Some(1000));
+        form.apply(next);
+        assert_eq!(form.offset().floor, 900);
+
+        assert_eq!(form.seen("1", Some(1000)), Seen::Recent);
+        assert_eq!(form.seen("1", None), Seen::Recent);
+        assert_eq!(form.seen("2", Some(899)), Seen::BelowFloor);
+        assert_eq!(form.seen("2", Some(900)), Seen::New);
+        assert_eq!(form.seen("2", None), Seen::New);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! value is only reachable through [`Secret::expose`], so every place that
 //! uses the real value is easy to find.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -46,9 +47,67 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Replaces the password in the userinfo of `url` (`scheme://user:password@host/...`)
+/// with `[redacted]`, for URLs shown in errors, logs and command output.
+/// Works on the text, so a URL that does not parse is redacted too.
+pub fn redact_url_password(url: &str) -> Cow<'_, str> {
+    let Some(scheme_end) = url.find("://") else {
+        return Cow::Borrowed(url);
+    };
+    let authority_start = scheme_end + "://".len();
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |offset| authority_start + offset);
+    let authority = &url[authority_start..authority_end];
+    // The host cannot contain `@`, so the last one ends the userinfo.
+    let Some(userinfo_end) = authority.rfind('@') else {
+        return Cow::Borrowed(url);
+    };
+    let Some(colon) = authority[..userinfo_end].find(':') else {
+        return Cow::Borrowed(url);
+    };
+    let password_start = authority_start + colon + 1;
+    let password_end = authority_start + userinfo_end;
+    Cow::Owned(format!(
+        "{}[redacted]{}",
+        &url[..password_start],
+        &url[password_end..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_password_is_redacted() {
+        let cases = [
+            (
+                "https://user:hunter2@registry.example:8443/apis/ccompat/v7",
+                "https://user:[redacted]@registry.example:8443/apis/ccompat/v7",
+            ),
+            (
+                "https://user:p@ss:w0rd@registry.example",
+                "https://user:[redacted]@registry.example",
+            ),
+            (
+                "http://user:hunter2@127.0.0.1:8081?x=1",
+                "http://user:[redacted]@127.0.0.1:8081?x=1",
+            ),
+            (
+                "http://user@127.0.0.1:8081/apis/ccompat/v7",
+                "http://user@127.0.0.1:8081/apis/ccompat/v7",
+            ),
+            (
+                "http://127.0.0.1:8081/apis/ccompat/v7?user=a@b:c",
+                "http://127.0.0.1:8081/apis/ccompat/v7?user=a@b:c",
+            ),
+            ("not a url", "not a url"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_url_password(url), expected, "{url}");
+        }
+    }
 
     #[test]
     fn formatting_hides_value() {

@@ -5,8 +5,9 @@
 //! in the notifications topic (`acks=all`). When Kafka does not confirm
 //! within `durable_timeout` the answer is 503 and Meta delivers again, so a
 //! notification is never acknowledged and lost. A bad or missing signature
-//! gets 401, a malformed body 400 and an oversized one 413, and none of
-//! them writes anything. The signature is checked over the body bytes
+//! gets 401, a malformed body 400, an oversized one 413 and a body not
+//! received within `body_read_timeout` 408, and none of them writes
+//! anything. The signature is checked over the body bytes
 //! exactly as received.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,6 +33,16 @@ use crate::kafka::{KafkaSetup, SinkError};
 use crate::lead::{is_graph_id, parse_created_time};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::telemetry::LogLimiter;
+
+/// Minimum time between two log lines about bodies not received within
+/// `webhook.body_read_timeout`. The `read_timeout` outcome of
+/// `leadgen_webhook_requests` counts each.
+const READ_TIMEOUT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Minimum time between two log lines about rejected signatures. The
+/// `rejected_signature` outcome of `leadgen_webhook_requests` counts each.
+const REJECTED_SIGNATURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// One `leadgen` change, as stored in the notifications topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +206,9 @@ pub struct Receiver {
     durable_timeout: Duration,
     metrics: Arc<Metrics>,
     accepting: AtomicBool,
+    body_read_timeout: Duration,
+    rejected_signature_log: LogLimiter,
+    read_timeout_log: LogLimiter,
 }
 
 impl Receiver {
@@ -224,6 +238,9 @@ impl Receiver {
             durable_timeout: config.durable_timeout,
             metrics,
             accepting: AtomicBool::new(true),
+            body_read_timeout: config.body_read_timeout,
+            rejected_signature_log: LogLimiter::new(REJECTED_SIGNATURE_LOG_INTERVAL),
+            read_timeout_log: LogLimiter::new(READ_TIMEOUT_LOG_INTERVAL),
         }))
     }
 
@@ -344,18 +361,33 @@ async fn handshake(
     }
 }
 
-async fn receive(
-    State(receiver): State<Arc<Receiver>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
+    let headers: HeaderMap = request.headers().clone();
+    // The body is read here, not by an extractor, so the read can time out.
+    // Reading it as `Bytes` keeps the limit of `DefaultBodyLimit`.
+    let body = tokio::time::timeout(
+        receiver.body_read_timeout,
+        Bytes::from_request(request, &()),
+    )
+    .await;
     let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(_) => {
+            receiver.metrics.webhook("read_timeout");
+            if let Some(held_back) = receiver.read_timeout_log.admit() {
+                tracing::warn!(
+                    timeout_ms = receiver.body_read_timeout.as_millis() as u64,
+                    not_logged_since_last = held_back,
+                    "webhook rejected with 408: body not received within webhook.body_read_timeout. Such rejections are logged at most once a minute and all are counted in leadgen_webhook_requests_total{{outcome=\"read_timeout\"}}"
+                );
+            }
+            return (StatusCode::REQUEST_TIMEOUT, "body not received in time").into_response();
+        }
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             receiver.metrics.webhook("too_large");
             return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
         }
-        Err(rejection) => {
+        Ok(Err(rejection)) => {
             receiver.metrics.webhook("malformed");
             return (rejection.status(), "cannot read body").into_response();
         }
@@ -370,11 +402,14 @@ async fn receive(
         .and_then(|value| value.to_str().ok());
     if !signature_is_valid(&receiver.app_secret, &body, signature) {
         receiver.metrics.webhook("rejected_signature");
-        tracing::warn!(
-            bytes = body.len(),
-            signature_present = signature.is_some(),
-            "webhook rejected: invalid X-Hub-Signature-256"
-        );
+        if let Some(held_back) = receiver.rejected_signature_log.admit() {
+            tracing::warn!(
+                bytes = body.len(),
+                signature_present = signature.is_some(),
+                not_logged_since_last = held_back,
+                "webhook rejected: invalid X-Hub-Signature-256; check graph.app_secret. Rejections are logged at most once a minute and all are counted in leadgen_webhook_requests_total{{outcome=\"rejected_signature\"}}"
+            );
+        }
         return (StatusCode::UNAUTHORIZED, "invalid signature").into_response();
     }
 
@@ -414,6 +449,132 @@ async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KafkaConfig;
+    use crate::metrics::Outcome;
+    use crate::telemetry::capture::capture_logs;
+
+    /// Serves a receiver with the `[webhook]` keys in `config` on a local
+    /// port, with Kafka at a closed port, and returns the webhook URL.
+    async fn serve_receiver(config: &str) -> (Arc<Receiver>, String) {
+        let config: WebhookConfig =
+            toml::from_str(&format!("verify_token = \"verify\"\n{config}")).unwrap();
+        let kafka: KafkaConfig = toml::from_str("bootstrap_servers = \"127.0.0.1:1\"").unwrap();
+        let receiver = Receiver::new(
+            &config,
+            Secret::new("app-secret"),
+            &KafkaSetup::new(kafka),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        let app = router(receiver.clone(), "/webhook", config.max_body_bytes);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, format!("http://{address}/webhook"))
+    }
+
+    /// Sends `request` on a new connection, stops sending without closing
+    /// it, and returns the status line of the response.
+    async fn send_raw(url: &str, request: &str) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+        let address = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/webhook");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut status_line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            BufReader::new(stream).read_line(&mut status_line),
+        )
+        .await
+        .expect("the receiver responds within 5 s")
+        .unwrap();
+        status_line
+    }
+
+    #[tokio::test]
+    async fn slow_body_gets_408() {
+        let (receiver, url) = serve_receiver("body_read_timeout = \"200ms\"").await;
+        let partial =
+            "POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"object\"";
+
+        let started = std::time::Instant::now();
+        let status_line = send_raw(&url, partial).await;
+
+        assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let timeouts = receiver
+            .metrics
+            .webhook_requests
+            .get_or_create(&Outcome {
+                outcome: "read_timeout".to_owned(),
+            })
+            .get();
+        assert_eq!(timeouts, 1);
+    }
+
+    #[tokio::test]
+    async fn complete_body_is_read_before_timeout() {
+        let (_receiver, url) = serve_receiver("body_read_timeout = \"200ms\"").await;
+        let body = r#"{"object":"page","entry":[]}"#;
+        let request = format!(
+            "POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nX-Hub-Signature-256: sha256=00\r\n\r\n{body}",
+            body.len()
+        );
+
+        let status_line = send_raw(&url, &request).await;
+
+        assert!(status_line.starts_with("HTTP/1.1 401"), "{status_line}");
+    }
+
+    #[tokio::test]
+    async fn oversized_body_still_gets_413() {
+        let (_receiver, url) = serve_receiver("max_body_bytes = 1024").await;
+        let body = "x".repeat(2048);
+        let request = format!(
+            "POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+
+        let status_line = send_raw(&url, &request).await;
+
+        assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+    }
+
+    #[tokio::test]
+    async fn rejected_signatures_log_once_per_interval() {
+        let (_guard, logs) = capture_logs();
+        let (receiver, url) = serve_receiver("").await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+        for _ in 0..3 {
+            let response = client
+                .post(&url)
+                .header("x-hub-signature-256", "sha256=00")
+                .body(r#"{"object":"page","entry":[]}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::UNAUTHORIZED);
+        }
+
+        let text = logs.text();
+        assert_eq!(
+            text.matches("invalid X-Hub-Signature-256").count(),
+            1,
+            "{text}"
+        );
+        let rejected = receiver
+            .metrics
+            .webhook_requests
+            .get_or_create(&Outcome {
+                outcome: "rejected_signature".to_owned(),
+            })
+            .get();
+        assert_eq!(rejected, 3);
+    }
 
     #[test]
     fn signature_checks_raw_bytes() {

@@ -131,6 +131,47 @@ async fn validate_fails_on_unreachable_registry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_hides_registry_url_password() {
+    let stack = stack();
+    let sim = simulator().await;
+    let password = "registry-pass-distinctive-5e1";
+    let url = format!(
+        "http://user:{password}@127.0.0.1:{}/apis/ccompat/v7",
+        closed_port()
+    );
+    let text = good_config(&stack, &sim, TOKEN).replace(&stack.registry_url, &url);
+
+    let output = validate(&text).await;
+
+    assert_eq!(output.code, Some(1));
+    assert!(
+        !output.all().contains(password),
+        "the output shows the password"
+    );
+    let line = output.line("schema registry at `");
+    assert!(line.contains("FAILED"), "{line}");
+    assert!(line.contains("user:[redacted]@127.0.0.1"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_fails_on_registry_root_url() {
+    let stack = stack();
+    let sim = simulator().await;
+    let registry = url::Url::parse(&stack.registry_url).expect("the registry URL is valid");
+    let root = registry.origin().ascii_serialization();
+    assert_ne!(root, stack.registry_url, "the test registry URL has a path");
+    let text = good_config(&stack, &sim, TOKEN).replace(&stack.registry_url, &root);
+
+    let output = validate(&text).await;
+
+    assert_eq!(output.code, Some(1));
+    let line = output.line("schema registry at `");
+    assert!(line.contains("FAILED"), "{line}");
+    assert!(line.contains("404"), "{line}");
+    assert!(line.contains("/apis/ccompat/v7"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_fails_on_expired_token() {
     let stack = stack();
     let sim = simulator().await;

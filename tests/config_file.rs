@@ -15,7 +15,13 @@ fn shipped_config_parses_with_defaults() {
         config.pages[0].access_token.expose(),
         "EAASIM100000000000001"
     );
-    assert!(config.webhook.is_some());
+    let webhook = config
+        .webhook
+        .expect("connector.toml has a [webhook] section");
+    assert_eq!(
+        webhook.body_read_timeout,
+        std::time::Duration::from_secs(10)
+    );
 }
 
 #[test]
@@ -64,6 +70,7 @@ fn shipped_config_documents_every_key() {
         "path",
         "verify_token",
         "max_body_bytes",
+        "body_read_timeout",
         "durable_timeout",
         "fetch_batch",
         "fetch_linger",

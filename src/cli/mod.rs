@@ -121,7 +121,7 @@ pub async fn connect_sink(
         .with_context(|| {
             format!(
                 "cannot register the lead schema at `{}`; check schema_registry.url and that the registry is running",
-                config.schema_registry.url
+                config.schema_registry.display_url()
             )
         })?;
     let sink = Sink::connect(setup.clone(), encoder.clone(), Metrics::shared())

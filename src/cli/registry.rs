@@ -3,8 +3,9 @@
 
 use serde::Deserialize;
 
-use crate::avro::LEAD_SCHEMA;
+use crate::avro::{is_missing_subject, LEAD_SCHEMA, WRONG_REGISTRY_PATH_HINT};
 use crate::config::SchemaRegistryConfig;
+use crate::telemetry::error_chain;
 
 /// Media type of the Confluent REST API.
 const REGISTRY_MEDIA_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -61,26 +62,33 @@ pub async fn check_lead_schema(
     let response = request.send().await.map_err(|error| {
         format!(
             "no answer from the schema registry at schema_registry.url `{}`: {}; check schema_registry.url and that the registry is running",
-            registry.url,
+            registry.display_url(),
             error_chain(&error.without_url())
         )
     })?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status == reqwest::StatusCode::NOT_FOUND {
-        return Ok(Compatibility::NotRegistered);
+        if is_missing_subject(&body) {
+            return Ok(Compatibility::NotRegistered);
+        }
+        return Err(format!(
+            "the schema registry at schema_registry.url `{}` returned HTTP {status} without a Confluent error code to the compatibility check of subject `{subject}`, so the URL does not lead to the Confluent-compatible API: {}; {WRONG_REGISTRY_PATH_HINT}",
+            registry.display_url(),
+            body.trim()
+        ));
     }
     if !status.is_success() {
         return Err(format!(
             "the schema registry at schema_registry.url `{}` returned HTTP {status} to the compatibility check of subject `{subject}`: {}; check the URL, the credentials and the registry's log",
-            registry.url,
+            registry.display_url(),
             body.trim()
         ));
     }
     let answer: CompatibilityResponse = serde_json::from_str(&body).map_err(|error| {
         format!(
             "the schema registry at schema_registry.url `{}` returned an invalid compatibility response ({error}): {}; check that the URL points at the Confluent-compatible API",
-            registry.url,
+            registry.display_url(),
             body.trim()
         )
     })?;
@@ -91,15 +99,77 @@ pub async fn check_lead_schema(
     }
 }
 
-/// Formats an error with its sources, which carry the cause of a failed
-/// request.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Starts a local registry stand-in that returns 404 with `body` to every
+    /// request, and returns its base URL.
+    async fn not_found_registry(body: &'static str) -> String {
+        let app = axum::Router::new()
+            .fallback(move || async move { (axum::http::StatusCode::NOT_FOUND, body) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
     }
-    text
+
+    fn registry_config(url: String) -> SchemaRegistryConfig {
+        SchemaRegistryConfig {
+            url,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_hide_url_password() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let closed = format!("http://user:registry-pass-1@127.0.0.1:{port}/apis/ccompat/v7");
+        let not_found = not_found_registry("Not Found")
+            .await
+            .replace("http://", "http://user:registry-pass-1@");
+
+        for url in [closed, not_found] {
+            let message = check_lead_schema(&registry_config(url.clone()), "leads-value")
+                .await
+                .expect_err("the check fails");
+
+            assert!(!message.contains("registry-pass-1"), "{message}");
+            assert!(message.contains("user:[redacted]@127.0.0.1"), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn subject_not_found_is_not_registered() {
+        let url = not_found_registry(
+            r#"{"error_code":40401,"message":"Subject 'leads-value' not found."}"#,
+        )
+        .await;
+
+        let result = check_lead_schema(&registry_config(url), "leads-value").await;
+
+        assert_eq!(result, Ok(Compatibility::NotRegistered));
+    }
+
+    #[tokio::test]
+    async fn other_404_fails_with_path_hint() {
+        let url = not_found_registry(
+            r#"{"status":404,"title":"RESTEASY003210: Could not find resource for full path"}"#,
+        )
+        .await;
+
+        let message = check_lead_schema(&registry_config(url.clone()), "leads-value")
+            .await
+            .expect_err("a 404 without a Confluent error code is a wrong URL");
+
+        assert!(message.contains(&url), "{message}");
+        assert!(message.contains("404"), "{message}");
+        assert!(message.contains("/apis/ccompat/v7"), "{message}");
+    }
 }

@@ -26,7 +26,7 @@ pub async fn run(args: SchemaArgs) -> anyhow::Result<()> {
 
     let config = args.config.load()?;
     let subject = lead_subject(&config.kafka.leads_topic);
-    let registry = &config.schema_registry.url;
+    let registry = config.schema_registry.display_url();
     match check_lead_schema(&config.schema_registry, &subject).await {
         Ok(Compatibility::Compatible) => {
             println!("schemas/lead.avsc is compatible with the latest version of subject `{subject}` at `{registry}`");

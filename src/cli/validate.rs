@@ -212,7 +212,7 @@ async fn check_registry(config: &Config, report: &mut Report) {
     let subject = lead_subject(&config.kafka.leads_topic);
     let check = format!(
         "schema registry at `{}`, subject `{subject}`",
-        config.schema_registry.url
+        config.schema_registry.display_url()
     );
     match check_lead_schema(&config.schema_registry, &subject).await {
         Ok(Compatibility::Compatible) => report.ok(
