@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +22,7 @@ use crate::config::BackfillConfig;
 use crate::forms::FormHandle;
 use crate::graph::{GraphError, PageAuth, TimeFilter};
 use crate::kafka::{Batch, DeadLetter, Sink, SinkError};
-use crate::lead::{parse_created_time, Lead, LeadContext, LeadSource};
+use crate::lead::{normalise_usual, parse_created_time, Lead, LeadContext, LeadSource};
 use crate::metrics::FormLabel;
 use crate::offsets::OffsetRecord;
 use crate::reader::LeadReader;
@@ -285,7 +286,7 @@ impl Backfill {
         &self,
         form: &FormHandle,
         auth: &PageAuth,
-        objects: Vec<Value>,
+        objects: Vec<Box<RawValue>>,
         pending: &mut PendingBatch,
     ) -> Result<Option<i64>, BackfillError> {
         let context = LeadContext {
@@ -293,20 +294,30 @@ impl Backfill {
             page_id: &form.page_id,
             source: LeadSource::Backfill,
         };
+        // Usual leads are read straight from their text; any other object
+        // is parsed and goes through `map_lead`, which re-reads incomplete
+        // leads and dead-letters the rest.
+        let candidates: Vec<Candidate> = objects
+            .iter()
+            .map(|raw| match normalise_usual(raw.get(), context) {
+                Some(lead) => Ok(Candidate::Mapped(lead)),
+                None => serde_json::from_str(raw.get())
+                    .map(Candidate::Object)
+                    .map_err(|error| GraphError::Decode(format!("lead object: {error}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        drop(objects);
+
         // Leads already handled (read again in the overlap, or on an earlier
         // page of this batch) are skipped before mapping, so a lead that was
         // dead-lettered is not read again.
         let mut newest: Option<i64> = None;
-        let fresh: Vec<Value> = {
+        let fresh: Vec<Candidate> = {
             let state = form.state.lock().await;
-            objects
+            candidates
                 .into_iter()
-                .filter(|object| {
-                    let created = object
-                        .get("created_time")
-                        .and_then(|time| parse_created_time(time).ok())
-                        .map(|millis| millis.div_euclid(1000));
-                    let lead_id = object.get("id").and_then(Value::as_str);
+                .filter(|candidate| {
+                    let (lead_id, created) = candidate.identity();
                     let known = match (lead_id, created) {
                         (Some(lead_id), Some(created)) => {
                             state.is_known(lead_id, created) || pending.ids.contains(lead_id)
@@ -325,13 +336,16 @@ impl Backfill {
                 .collect()
         };
 
-        for object in fresh {
-            match self
-                .reader
-                .map_lead(auth, &object, context)
-                .await
-                .map_err(BackfillError::Graph)?
-            {
+        for candidate in fresh {
+            let mapped = match candidate {
+                Candidate::Mapped(lead) => Ok(lead),
+                Candidate::Object(object) => self
+                    .reader
+                    .map_lead(auth, &object, context)
+                    .await
+                    .map_err(BackfillError::Graph)?,
+            };
+            match mapped {
                 Ok(lead) => {
                     let created = lead.created_time_secs();
                     newest = newest.max(Some(created));
@@ -461,6 +475,30 @@ impl Backfill {
             .set(lag);
         state.apply(offset);
         Ok(())
+    }
+}
+
+/// A lead of a page before the deduplication check.
+enum Candidate {
+    /// A usual lead, already mapped.
+    Mapped(Lead),
+    /// Any other object, for [`LeadReader::map_lead`].
+    Object(Value),
+}
+
+impl Candidate {
+    /// The lead id and `created_time` in Unix seconds, where readable.
+    fn identity(&self) -> (Option<&str>, Option<i64>) {
+        match self {
+            Candidate::Mapped(lead) => (Some(&lead.lead_id), Some(lead.created_time_secs())),
+            Candidate::Object(object) => (
+                object.get("id").and_then(Value::as_str),
+                object
+                    .get("created_time")
+                    .and_then(|time| parse_created_time(time).ok())
+                    .map(|millis| millis.div_euclid(1000)),
+            ),
+        }
     }
 }
 

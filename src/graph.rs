@@ -16,6 +16,7 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 use url::Url;
@@ -144,12 +145,20 @@ pub fn classify(status: u16, error: &ApiError) -> ErrorClass {
     }
 }
 
-/// One page of a bulk read.
-#[derive(Debug, Clone)]
+/// One page of a bulk read. Each lead stays JSON text until the caller
+/// maps it, so the usual lead shape is read once, straight into a lead.
+#[derive(Debug)]
 pub struct LeadsPage {
-    pub leads: Vec<Value>,
+    pub leads: Vec<Box<RawValue>>,
     /// Cursor of the next page; `None` when Meta sent no `paging.next`.
     pub next_cursor: Option<String>,
+}
+
+/// One page of a Graph API list answer, decoded as JSON values.
+#[derive(Debug)]
+struct ListPage {
+    items: Vec<Value>,
+    next_cursor: Option<String>,
 }
 
 /// A `filtering` condition on `time_created`, in Unix seconds.
@@ -280,8 +289,8 @@ impl GraphClient {
             query.push(("after", cursor.to_owned()));
         }
 
-        let body = self.get(auth, &format!("{form_id}/leads"), &query).await?;
-        parse_leads_page(body)
+        self.get_with(auth, &format!("{form_id}/leads"), &query, parse_leads_page)
+            .await
     }
 
     /// Reads one lead by id.
@@ -354,8 +363,8 @@ impl GraphClient {
             let body = self
                 .get(auth, &format!("{}/leadgen_forms", auth.page_id), &query)
                 .await?;
-            let page = parse_leads_page(body)?;
-            for form in page.leads {
+            let page = parse_list_page(body)?;
+            for form in page.items {
                 let form: FormInfo = serde_json::from_value(form)
                     .map_err(|error| GraphError::Decode(format!("leadgen_forms entry: {error}")))?;
                 forms.push(form);
@@ -370,19 +379,39 @@ impl GraphClient {
         }
     }
 
-    /// GET with retries for transient and rate-limit failures.
+    /// GET with retries for transient and rate-limit failures; the answer
+    /// as a JSON value.
     async fn get(
         &self,
         auth: &PageAuth,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Value, GraphError> {
+        self.get_with(auth, path, query, |bytes| {
+            serde_json::from_slice(bytes).map_err(|error| GraphError::Decode(error.to_string()))
+        })
+        .await
+    }
+
+    /// GET with retries for transient and rate-limit failures; `decode`
+    /// turns a successful answer's body into `T`. A body it rejects counts
+    /// as a transient failure, like any other decode error.
+    async fn get_with<T>(
+        &self,
+        auth: &PageAuth,
+        path: &str,
+        query: &[(&str, String)],
+        decode: fn(&[u8]) -> Result<T, GraphError>,
+    ) -> Result<T, GraphError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.wait_for_budget(&auth.page_id).await;
 
-            let result = self.get_once(auth, path, query).await;
+            let result = self
+                .get_once(auth, path, query)
+                .await
+                .and_then(|bytes| decode(&bytes));
             self.count_call(path, &result);
             let error = match result {
                 Ok(body) => return Ok(body),
@@ -413,7 +442,7 @@ impl GraphClient {
         auth: &PageAuth,
         path: &str,
         query: &[(&str, String)],
-    ) -> Result<Value, GraphError> {
+    ) -> Result<bytes::Bytes, GraphError> {
         let url = self.base.join(path).map_err(|error| {
             GraphError::Transport(format!("invalid Graph API path `{path}`: {error}"))
         })?;
@@ -444,8 +473,7 @@ impl GraphClient {
             .map_err(|error| transport_error(error, &secrets))?;
 
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes)
-                .map_err(|error| GraphError::Decode(error.to_string()));
+            return Ok(bytes);
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(GraphError::Api {
@@ -477,7 +505,7 @@ impl GraphClient {
         self
     }
 
-    fn count_call(&self, path: &str, result: &Result<Value, GraphError>) {
+    fn count_call<T>(&self, path: &str, result: &Result<T, GraphError>) {
         let Some(metrics) = &self.metrics else { return };
         let endpoint = if path.is_empty() {
             "ids"
@@ -668,13 +696,38 @@ fn transport_error(error: reqwest::Error, secrets: &[&str]) -> GraphError {
 /// `after` parameter of `paging.next`), and only when `paging.next` is
 /// present: Meta leaves `next` out on the last page, and an answer with no
 /// `paging` at all is complete.
-pub fn parse_leads_page(body: Value) -> Result<LeadsPage, GraphError> {
+pub fn parse_leads_page(body: &[u8]) -> Result<LeadsPage, GraphError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        data: Vec<Box<RawValue>>,
+        #[serde(default)]
+        paging: Value,
+    }
+
+    match serde_json::from_slice::<Body>(body) {
+        Ok(Body { data, paging }) => Ok(LeadsPage {
+            leads: data,
+            next_cursor: next_cursor(&paging)?,
+        }),
+        // An unusual body: decoding it as a value says what is wrong.
+        Err(raw_error) => {
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|error| GraphError::Decode(error.to_string()))?;
+            parse_list_page(value)?;
+            Err(GraphError::Decode(format!(
+                "bulk-read response: {raw_error}"
+            )))
+        }
+    }
+}
+
+fn parse_list_page(body: Value) -> Result<ListPage, GraphError> {
     let Value::Object(mut map) = body else {
         return Err(GraphError::Decode(
             "bulk-read response is not a JSON object".to_owned(),
         ));
     };
-    let leads = match map.remove("data") {
+    let items = match map.remove("data") {
         Some(Value::Array(items)) => items,
         Some(other) => {
             return Err(GraphError::Decode(format!(
@@ -687,32 +740,34 @@ pub fn parse_leads_page(body: Value) -> Result<LeadsPage, GraphError> {
             ))
         }
     };
-
     let paging = map.remove("paging").unwrap_or(Value::Null);
-    let next = paging.get("next").and_then(Value::as_str);
-    let next_cursor = match next {
-        None => None,
-        Some(next_url) => {
-            let from_cursors = paging
-                .pointer("/cursors/after")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let from_url = || {
-                Url::parse(next_url)
-                    .ok()?
-                    .query_pairs()
-                    .find(|(name, _)| name == "after")
-                    .map(|(_, value)| value.into_owned())
-            };
-            let cursor = from_cursors.or_else(from_url).ok_or_else(|| {
-                GraphError::Decode(
-                    "`paging.next` is present but no `after` cursor was found".to_owned(),
-                )
-            })?;
-            Some(cursor)
-        }
+    Ok(ListPage {
+        items,
+        next_cursor: next_cursor(&paging)?,
+    })
+}
+
+/// The `after` cursor of the next page, or `None` when `paging.next` is
+/// absent.
+fn next_cursor(paging: &Value) -> Result<Option<String>, GraphError> {
+    let Some(next_url) = paging.get("next").and_then(Value::as_str) else {
+        return Ok(None);
     };
-    Ok(LeadsPage { leads, next_cursor })
+    let from_cursors = paging
+        .pointer("/cursors/after")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let from_url = || {
+        Url::parse(next_url)
+            .ok()?
+            .query_pairs()
+            .find(|(name, _)| name == "after")
+            .map(|(_, value)| value.into_owned())
+    };
+    let cursor = from_cursors.or_else(from_url).ok_or_else(|| {
+        GraphError::Decode("`paging.next` is present but no `after` cursor was found".to_owned())
+    })?;
+    Ok(Some(cursor))
 }
 
 #[cfg(test)]
@@ -818,7 +873,7 @@ mod tests {
     fn empty_page_with_next_continues() {
         let body = json!({"data": [], "paging": {"cursors": {"after": "QQ"}, "next": "https://graph.example/v25.0/1/leads?after=QQ"}});
 
-        let page = parse_leads_page(body).unwrap();
+        let page = parse_leads_page(body.to_string().as_bytes()).unwrap();
 
         assert!(page.leads.is_empty());
         assert_eq!(page.next_cursor.as_deref(), Some("QQ"));
@@ -826,7 +881,7 @@ mod tests {
 
     #[test]
     fn no_paging_ends_read() {
-        let page = parse_leads_page(json!({"data": []})).unwrap();
+        let page = parse_leads_page(br#"{"data": []}"#).unwrap();
 
         assert!(page.next_cursor.is_none());
     }
@@ -836,7 +891,7 @@ mod tests {
         let body =
             json!({"data": [{"id": "1"}], "paging": {"cursors": {"before": "A", "after": "B"}}});
 
-        let page = parse_leads_page(body).unwrap();
+        let page = parse_leads_page(body.to_string().as_bytes()).unwrap();
 
         assert!(page.next_cursor.is_none());
     }
@@ -846,7 +901,10 @@ mod tests {
         let body = json!({"data": [], "paging": {"next": "https://graph.example/v25.0/1/leads?limit=100&after=XYZ"}});
 
         assert_eq!(
-            parse_leads_page(body).unwrap().next_cursor.as_deref(),
+            parse_leads_page(body.to_string().as_bytes())
+                .unwrap()
+                .next_cursor
+                .as_deref(),
             Some("XYZ")
         );
     }

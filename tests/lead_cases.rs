@@ -9,7 +9,9 @@ use serde_json::Value;
 use leadgen_connector::avro::{encode_datum, lead_schema, lead_to_value};
 use leadgen_connector::config::{Config, StartTime};
 use leadgen_connector::graph::{filtering_param, TimeFilter};
-use leadgen_connector::lead::{normalise, parse_created_time, LeadContext, LeadError, LeadSource};
+use leadgen_connector::lead::{
+    normalise, normalise_usual, parse_created_time, LeadContext, LeadError, LeadSource,
+};
 
 fn context() -> LeadContext<'static> {
     LeadContext {
@@ -165,4 +167,96 @@ fn millisecond_start_time_is_rejected() {
         error.contains("backfill.start") && error.contains("milliseconds"),
         "{error}"
     );
+}
+
+/// Every lead that the direct reader accepts maps exactly as through a JSON
+/// value, and every lead that `normalise` rejects is left to it.
+#[test]
+fn direct_reading_agrees_with_normalise() {
+    let mut objects: Vec<Value> = [
+        "l1-empty-answer.json",
+        "l2-several-answers.json",
+        "l3-unparseable-time.json",
+        "l4-no-fields.json",
+        "l5-organic.json",
+        "meta-example-lead.json",
+    ]
+    .iter()
+    .map(|name| lead_fixture(name))
+    .collect();
+    let base = lead_fixture("l2-several-answers.json");
+    let variant = |change: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut object = base.clone();
+        change(object.as_object_mut().expect("fixture is an object"));
+        object
+    };
+    objects.extend([
+        variant(&|lead| {
+            lead.insert("id".into(), Value::from(900_000_000_000_002_u64));
+        }),
+        variant(&|lead| {
+            lead.insert("id".into(), Value::from("12ab"));
+        }),
+        variant(&|lead| {
+            lead.insert("created_time".into(), Value::from(1_714_557_605));
+        }),
+        variant(&|lead| {
+            lead.insert("created_time".into(), Value::from("1714557605"));
+        }),
+        variant(&|lead| {
+            lead.insert("form_id".into(), Value::from("200000000000999"));
+        }),
+        variant(&|lead| {
+            lead.insert("form_id".into(), Value::Null);
+            lead.insert("ad_name".into(), Value::Null);
+        }),
+        variant(&|lead| {
+            lead.insert("is_organic".into(), Value::from("1"));
+        }),
+        variant(&|lead| {
+            lead.insert("home_listing".into(), serde_json::json!({"id": "1"}));
+        }),
+        variant(&|lead| {
+            lead.insert(
+                "field_data".into(),
+                serde_json::json!([{"name": "age", "values": [42]}, {"name": "note"}, {"name": "x", "values": null, "id": "7"}]),
+            );
+        }),
+        variant(&|lead| {
+            lead.insert(
+                "custom_disclaimer_responses".into(),
+                serde_json::json!([{"checkbox_key": "a", "is_checked": "1"}, {"checkbox_key": "b", "is_checked": ""}, {"checkbox_key": "c"}]),
+            );
+        }),
+        variant(&|lead| {
+            lead.insert(
+                "custom_disclaimer_responses".into(),
+                serde_json::json!([{"checkbox_key": "a", "is_checked": true}]),
+            );
+        }),
+        variant(&|lead| {
+            lead.insert(
+                "field_data".into(),
+                serde_json::json!([{"name": "full_name", "values": ["Zoë \"Z\" Ünal\n😀"]}]),
+            );
+        }),
+    ]);
+
+    let mut direct = 0;
+    for object in &objects {
+        let text = object.to_string();
+        let expected = normalise(object, context());
+        match normalise_usual(&text, context()) {
+            Some(lead) => {
+                direct += 1;
+                assert_eq!(Ok(lead), expected, "lead {text}");
+            }
+            // Left to `normalise`: every lead it rejects, and the unusual
+            // shapes it maps (numbers for text, extra fields).
+            None => {}
+        }
+    }
+    // The fixtures l1, l2, l5 and the Meta example, the text time, the
+    // nulls, the text disclaimers and the escaped answer.
+    assert_eq!(direct, 8, "leads that took the direct route");
 }
