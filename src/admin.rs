@@ -1,6 +1,7 @@
 //! Operations endpoints: `/metrics` (Prometheus text), `/health` (the
-//! process is alive) and `/ready` (Kafka and the registry answer and every
-//! Page's token works, with a JSON body naming what does not).
+//! process is alive) and `/ready` (Kafka and the registry are reachable,
+//! every Page's token works and, with webhooks on, the notification consumer
+//! consumes, with a JSON body naming what does not).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::config::SchemaRegistryConfig;
 use crate::forms::{PageHealth, Pages};
 use crate::kafka::KafkaSetup;
 use crate::metrics::Metrics;
+use crate::notification_consumer::{ConsumerHealth, ConsumerState};
 
 /// Time allowed for each readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -28,6 +30,8 @@ pub struct AdminState {
     pub kafka: KafkaSetup,
     pub registry: SchemaRegistryConfig,
     pub http: reqwest::Client,
+    /// The notification consumer; `None` when webhooks are off.
+    pub notifications: Option<Arc<ConsumerHealth>>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -70,14 +74,27 @@ async fn ready(State(state): State<Arc<AdminState>>) -> Response {
         })
         .collect();
     let pages_ok = pages.values().all(|page| page["state"] == "healthy");
-    let ready = kafka.is_ok() && registry.is_ok() && pages_ok;
+    let notifications = state.notifications.as_ref().map(|health| health.state());
+    let notifications_ok = notifications
+        .as_ref()
+        .is_none_or(|state| *state == ConsumerState::Consuming);
+    let ready = kafka.is_ok() && registry.is_ok() && pages_ok && notifications_ok;
 
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "kafka": kafka.err().unwrap_or_else(|| "ok".to_owned()),
         "schema_registry": registry.err().unwrap_or_else(|| "ok".to_owned()),
         "pages": pages,
     });
+    if let Some(state) = notifications {
+        let detail = match &state {
+            ConsumerState::Recovering { error } => {
+                json!({"state": state.as_str(), "detail": error})
+            }
+            ConsumerState::Joining | ConsumerState::Consuming => json!({"state": state.as_str()}),
+        };
+        body["notifications"] = detail;
+    }
     let status = if ready {
         StatusCode::OK
     } else {

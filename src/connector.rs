@@ -207,6 +207,7 @@ impl Connector {
             kafka: setup,
             registry: config.schema_registry.clone(),
             http: reqwest::Client::new(),
+            notifications: webhook.as_ref().map(|parts| parts.fetcher.health()),
         });
 
         let backfill = Backfill {

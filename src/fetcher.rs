@@ -10,12 +10,18 @@
 //! Lead ids are read 50 at a time with `GET /?ids=...`. Notifications for a
 //! Page whose token is not working are kept in the form's offset as pending
 //! and read once the Page is healthy again.
+//!
+//! A consumer with a fatal Kafka error, such as `FencedInstanceId`, consumes
+//! nothing more. The fetcher then drops the batch in progress and creates a
+//! new consumer, which reads that batch again from the offsets committed
+//! with the last transaction.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -25,12 +31,28 @@ use crate::graph::{ErrorClass, GraphError, PageAuth, MAX_IDS_PER_CALL};
 use crate::kafka::{Batch, ConsumerPosition, DeadLetter, KafkaSetup, Sink, SinkError};
 use crate::lead::{Lead, LeadContext, LeadSource};
 use crate::metrics::{Metrics, PageLabel, SourceForm};
+use crate::notification_consumer::{self, fatal_error, ConsumerHealth, NotificationConsumer};
 use crate::offsets::{FormOffset, OffsetRecord, Seen};
 use crate::reader::{LeadReader, Mapped};
 use crate::webhook::Notification;
 
-/// Maximum pause between two attempts at a failing batch.
+/// Maximum pause between two attempts at a failing batch, and between two
+/// new consumers after fatal errors.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Pause before creating a new consumer after a fatal error. It doubles with
+/// each fatal error up to `MAX_RETRY_DELAY`.
+const INITIAL_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// A consumer that ran this long before its fatal error resets the pause to
+/// `INITIAL_RESTART_DELAY`.
+const RESTART_DELAY_RESET: Duration = Duration::from_secs(300);
+
+/// Time allowed for closing a consumer that failed.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Value of the `client` label of the consumer's restarts.
+const CONSUMER_CLIENT: &str = "notification_consumer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -49,7 +71,9 @@ pub struct FetchSettings {
 
 /// Consumes the notifications topic.
 pub struct Fetcher {
-    consumer: StreamConsumer,
+    setup: KafkaSetup,
+    consumer: NotificationConsumer,
+    health: Arc<ConsumerHealth>,
     reader: LeadReader,
     sink: Arc<Sink>,
     forms: Arc<Forms>,
@@ -108,6 +132,13 @@ impl PendingPages {
     }
 }
 
+/// Reason the consume loop returned.
+enum Stop {
+    Shutdown,
+    /// The consumer has this fatal error and must be replaced.
+    Fatal(String),
+}
+
 /// A lead to read: its id, where it belongs, and its webhook time.
 #[derive(Debug, Clone)]
 struct Wanted {
@@ -125,19 +156,13 @@ impl Fetcher {
         forms: Arc<Forms>,
         settings: FetchSettings,
     ) -> Result<Self, SinkError> {
-        let mut client = setup.base_config();
-        client
-            .set("group.id", &setup.config().consumer_group)
-            // Static membership: a restarted instance takes its partitions
-            // back at once instead of waiting out the dead member's session.
-            .set("group.instance.id", &setup.config().transactional_id)
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest");
-        let consumer: StreamConsumer = client.create()?;
-        consumer.subscribe(&[&setup.config().notifications_topic])?;
+        let health = Arc::new(ConsumerHealth::default());
+        let consumer = notification_consumer::create(setup, health.clone())?;
+        reader.metrics.add_kafka_client(CONSUMER_CLIENT);
         Ok(Self {
+            setup: setup.clone(),
             consumer,
+            health,
             reader,
             sink,
             forms,
@@ -146,12 +171,66 @@ impl Fetcher {
         })
     }
 
-    /// Runs until `shutdown`; a batch in progress is finished first.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// State of the notification consumer, for `/ready`.
+    pub fn health(&self) -> Arc<ConsumerHealth> {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown`; a batch in progress is finished first. A
+    /// consumer with a fatal error is replaced after a pause.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut restart_delay = INITIAL_RESTART_DELAY;
+        let mut consumer_started = Instant::now();
         loop {
+            let error = match self.consume(&shutdown).await {
+                Stop::Shutdown => return,
+                Stop::Fatal(error) => error,
+            };
+            if consumer_started.elapsed() >= RESTART_DELAY_RESET {
+                restart_delay = INITIAL_RESTART_DELAY;
+            }
+            self.health.set_recovering(error.clone());
+            let config = self.setup.config();
+            tracing::error!(
+                group = %config.consumer_group,
+                group_instance_id = %config.transactional_id,
+                topic = %config.notifications_topic,
+                error = %error,
+                retry_in_ms = restart_delay.as_millis() as u64,
+                "notification consumer failed with a fatal Kafka error and consumes nothing more; creating a new consumer that resumes from the committed offsets"
+            );
+
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(restart_delay) => {}
+                }
+                restart_delay = (restart_delay * 2).min(MAX_RETRY_DELAY);
+                match self.replace_consumer().await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::error!(error = %error, retry_in_ms = restart_delay.as_millis() as u64, "cannot create a new notification consumer; retrying");
+                    }
+                }
+            }
+            consumer_started = Instant::now();
+        }
+    }
+
+    /// Consumes and writes batches until `shutdown` or a fatal consumer
+    /// error. A failing batch is retried with growing pauses.
+    async fn consume(&self, shutdown: &CancellationToken) -> Stop {
+        loop {
+            if let Some(error) = fatal_error(&self.consumer) {
+                return Stop::Fatal(error);
+            }
             let messages = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Stop::Shutdown,
                 messages = self.next_batch() => messages,
+            };
+            let messages = match messages {
+                Ok(messages) => messages,
+                Err(error) => return Stop::Fatal(error),
             };
 
             let mut delay = Duration::from_millis(500);
@@ -159,11 +238,18 @@ impl Fetcher {
                 match self.handle(&messages).await {
                     Ok(()) => break,
                     Err(error) => {
+                        // The batch is dropped with its consumer, because the
+                        // broker rejects the offsets of a fenced member. The
+                        // new consumer reads these notifications again.
+                        if let Some(fatal) = fatal_error(&self.consumer) {
+                            tracing::warn!(notifications = messages.len(), error = %error, "notification batch failed and its consumer has a fatal error; dropping the batch");
+                            return Stop::Fatal(fatal);
+                        }
                         tracing::error!(notifications = messages.len(), error = %error, retry_in_ms = delay.as_millis() as u64, "notification batch failed; retrying it");
                     }
                 }
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return Stop::Shutdown,
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
@@ -171,17 +257,42 @@ impl Fetcher {
         }
     }
 
+    /// Creates a new consumer in place of the failed one and closes the
+    /// failed one.
+    async fn replace_consumer(&mut self) -> Result<(), SinkError> {
+        let consumer = notification_consumer::create(&self.setup, self.health.clone())?;
+        let failed = std::mem::replace(&mut self.consumer, consumer);
+        self.reader.metrics.kafka_client_restart(CONSUMER_CLIENT);
+        tracing::info!(
+            "created a new notification consumer; it resumes from the committed offsets"
+        );
+
+        // librdkafka sends no LeaveGroup when a static member closes
+        // (KIP-345), so closing the failed consumer after its replacement
+        // subscribed does not disturb the new member. Closing blocks.
+        let closing = tokio::task::spawn_blocking(move || drop(failed));
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+            tracing::warn!(
+                timeout_secs = CLOSE_TIMEOUT.as_secs(),
+                "the failed notification consumer did not close in time; it closes in the background"
+            );
+        }
+        Ok(())
+    }
+
     /// Waits up to a second for a first notification, then gathers more for
-    /// up to `linger`. An empty batch still lets pending work run.
-    async fn next_batch(&self) -> Vec<OwnedMessage> {
+    /// up to `linger`. An empty batch still lets pending work run. Returns
+    /// the consumer's fatal error instead when it has one, and drops the
+    /// notifications gathered so far, because they cannot be committed.
+    async fn next_batch(&self) -> Result<Vec<OwnedMessage>, String> {
         let mut messages = Vec::new();
         match tokio::time::timeout(Duration::from_secs(1), self.consumer.recv()).await {
             Ok(Ok(message)) => messages.push(message.detach()),
             Ok(Err(error)) => {
-                tracing::warn!(error = %error, "notification consumer error");
-                return messages;
+                self.check_consumer_error(error)?;
+                return Ok(messages);
             }
-            Err(_) => return messages,
+            Err(_) => return Ok(messages),
         }
 
         let deadline = tokio::time::Instant::now() + self.settings.linger;
@@ -189,13 +300,26 @@ impl Fetcher {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(message)) => messages.push(message.detach()),
                 Ok(Err(error)) => {
-                    tracing::warn!(error = %error, "notification consumer error");
+                    self.check_consumer_error(error)?;
                     break;
                 }
                 Err(_) => break,
             }
         }
-        messages
+        Ok(messages)
+    }
+
+    /// Logs a consumer error that the consumer recovers from, or returns
+    /// the fatal error when the consumer cannot consume any more.
+    fn check_consumer_error(&self, error: KafkaError) -> Result<(), String> {
+        if let Some(fatal) = fatal_error(&self.consumer) {
+            return Err(fatal);
+        }
+        if let KafkaError::MessageConsumptionFatal(_) = error {
+            return Err(error.to_string());
+        }
+        tracing::warn!(error = %error, "notification consumer error");
+        Ok(())
     }
 
     /// Reads and writes the leads of one batch, plus any pending leads of
@@ -472,7 +596,9 @@ impl Fetcher {
     }
 
     /// Next offsets to consume for every partition in the batch, with the
-    /// group metadata that fences stale instances.
+    /// group metadata that fences stale instances. The metadata is that of
+    /// the consumer that delivered the batch, because a batch never outlives
+    /// its consumer.
     fn consumer_position(
         &self,
         messages: &[OwnedMessage],

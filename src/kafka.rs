@@ -187,6 +187,9 @@ pub struct Written {
     pub reasons: Vec<String>,
 }
 
+/// Value of the `client` label of the transactional producer's restarts.
+const PRODUCER_CLIENT: &str = "transactional_producer";
+
 /// The transactional producer behind every write.
 pub struct Sink {
     setup: KafkaSetup,
@@ -204,6 +207,7 @@ impl Sink {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, SinkError> {
         let producer = new_producer(&setup).await?;
+        metrics.add_kafka_client(PRODUCER_CLIENT);
         Ok(Arc::new(Self {
             setup,
             encoder,
@@ -222,6 +226,7 @@ impl Sink {
             Some(producer) => producer.clone(),
             None => {
                 let producer = new_producer(&self.setup).await?;
+                self.metrics.kafka_client_restart(PRODUCER_CLIENT);
                 *slot = Some(producer.clone());
                 producer
             }
@@ -230,6 +235,20 @@ impl Sink {
         let result = self.write(&producer, prepared).await;
         self.record(&result);
         if let Err(error) = &result {
+            if let Some((code, reason)) = producer.client().fatal_error() {
+                // A fatal producer, for example one fenced by a newer
+                // producer with the same transactional id, can neither
+                // abort nor write again. Its open transaction is aborted by
+                // the broker when the new producer initialises.
+                tracing::error!(
+                    transactional_id = %self.setup.config.transactional_id,
+                    error = %error,
+                    fatal_error = %format!("{reason} ({code:?})"),
+                    "Kafka transactional producer failed with a fatal error; creating a new producer for the next transaction"
+                );
+                *slot = None;
+                return result;
+            }
             tracing::warn!(error = %error, "Kafka transaction failed; aborting it");
             if let Err(abort_error) = abort(&producer, self.setup.config.transaction_timeout).await
             {

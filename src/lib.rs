@@ -13,6 +13,7 @@ pub mod graph;
 pub mod kafka;
 pub mod lead;
 pub mod metrics;
+pub mod notification_consumer;
 pub mod offsets;
 pub mod reader;
 pub mod secret;

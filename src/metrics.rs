@@ -49,6 +49,11 @@ pub struct FormLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KafkaClient {
+    pub client: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: String,
 }
@@ -72,6 +77,7 @@ pub struct Metrics {
     pub notifications_kept_pending: Family<PageLabel, Counter>,
     pub kafka_produce_errors: Counter,
     pub transactions: Family<Outcome, Counter>,
+    pub kafka_client_restarts: Family<KafkaClient, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +110,7 @@ impl Metrics {
             notifications_kept_pending: Family::default(),
             kafka_produce_errors: Counter::default(),
             transactions: Family::default(),
+            kafka_client_restarts: Family::default(),
             registry: Registry::default(),
         };
 
@@ -187,6 +194,11 @@ impl Metrics {
             "Kafka transactions by outcome",
             metrics.transactions.clone(),
         );
+        registry.register(
+            "kafka_client_restarts",
+            "Kafka clients replaced after a fatal error, or for the transactional producer after a failed abort, by client (notification_consumer, transactional_producer)",
+            metrics.kafka_client_restarts.clone(),
+        );
 
         Self {
             registry,
@@ -222,6 +234,22 @@ impl Metrics {
         self.dead_letters
             .get_or_create(&Reason {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Exports the restart counter of a Kafka client at 0 until its first
+    /// restart.
+    pub fn add_kafka_client(&self, client: &str) {
+        let _counter = self.kafka_client_restarts.get_or_create(&KafkaClient {
+            client: client.to_owned(),
+        });
+    }
+
+    pub fn kafka_client_restart(&self, client: &str) {
+        self.kafka_client_restarts
+            .get_or_create(&KafkaClient {
+                client: client.to_owned(),
             })
             .inc();
     }
