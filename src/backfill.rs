@@ -300,7 +300,7 @@ impl Backfill {
         let candidates: Vec<Candidate> = objects
             .iter()
             .map(|raw| match normalise_usual(raw.get(), context) {
-                Some(lead) => Ok(Candidate::Mapped(lead)),
+                Some(lead) => Ok(Candidate::Mapped(Box::new(lead))),
                 None => serde_json::from_str(raw.get())
                     .map(Candidate::Object)
                     .map_err(|error| GraphError::Decode(format!("lead object: {error}"))),
@@ -338,7 +338,7 @@ impl Backfill {
 
         for candidate in fresh {
             let mapped = match candidate {
-                Candidate::Mapped(lead) => Ok(lead),
+                Candidate::Mapped(lead) => Ok(*lead),
                 Candidate::Object(object) => self
                     .reader
                     .map_lead(auth, &object, context)
@@ -481,7 +481,7 @@ impl Backfill {
 /// A lead of a page before the deduplication check.
 enum Candidate {
     /// A usual lead, already mapped.
-    Mapped(Lead),
+    Mapped(Box<Lead>),
     /// Any other object, for [`LeadReader::map_lead`].
     Object(Value),
 }
