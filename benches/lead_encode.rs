@@ -1,10 +1,12 @@
 //! CPU cost of turning one Graph API lead object into Avro bytes. Each step
 //! is measured alone (the JSON parse, the normalisation, the record
 //! encoding) and chained, for a small lead (5 questions) and a large one
-//! (100 questions with long texts). The connector writes records with
-//! `LeadWriter`, straight from the lead; the older route through an
-//! `apache_avro` value (`lead_to_value`, then `encode_datum`) is measured
-//! beside it for comparison.
+//! (100 questions with long texts). The connector reads a lead of the usual
+//! shape straight from its JSON text (`normalise_usual`) and writes records
+//! with `LeadWriter`, straight from the lead; the older routes, through a
+//! `serde_json` value (`normalise`) and an `apache_avro` value
+//! (`lead_to_value`, then `encode_datum`), are measured beside them for
+//! comparison.
 //!
 //! Run with `cargo bench --bench lead_encode`. Times are the benchmark
 //! thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall-clock time, so
@@ -19,7 +21,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use serde_json::{json, Value};
 
 use leadgen_connector::avro::{encode_datum, lead_schema, lead_to_value, LeadEncoder};
-use leadgen_connector::lead::{normalise, LeadContext, LeadSource};
+use leadgen_connector::lead::{normalise, normalise_usual, LeadContext, LeadSource};
 
 const FORM_ID: &str = "200000001000001";
 const PAGE_ID: &str = "100000000000001";
@@ -150,6 +152,10 @@ fn bench_lead(criterion: &mut Criterion<ThreadCpuTime>, size: &str, object: Valu
             BatchSize::SmallInput,
         )
     });
+    let json_text = String::from_utf8(json_bytes.clone()).expect("JSON is UTF-8");
+    group.bench_function("normalise_usual", |bencher| {
+        bencher.iter(|| normalise_usual(black_box(&json_text), context()).expect("usual lead"))
+    });
     group.bench_function("write_record", |bencher| {
         bencher.iter(|| {
             writer
@@ -160,6 +166,14 @@ fn bench_lead(criterion: &mut Criterion<ThreadCpuTime>, size: &str, object: Valu
     group.bench_function("normalise_and_write", |bencher| {
         bencher.iter(|| {
             let lead = normalise(black_box(&object), context()).expect("valid lead");
+            writer
+                .encode(&lead, INGESTED_TIME_MS)
+                .expect("lead fits the schema")
+        })
+    });
+    group.bench_function("read_and_write", |bencher| {
+        bencher.iter(|| {
+            let lead = normalise_usual(black_box(&json_text), context()).expect("usual lead");
             writer
                 .encode(&lead, INGESTED_TIME_MS)
                 .expect("lead fits the schema")

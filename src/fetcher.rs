@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::forms::{FormHandle, Forms};
 use crate::graph::{ErrorClass, GraphError, PageAuth, MAX_IDS_PER_CALL};
 use crate::kafka::{Batch, ConsumerPosition, DeadLetter, KafkaSetup, Sink, SinkError};
-use crate::lead::{Lead, LeadContext, LeadSource};
+use crate::lead::{normalise_usual, Lead, LeadContext, LeadSource};
 use crate::metrics::{Metrics, PageLabel, SourceForm};
 use crate::notification_consumer::{self, fatal_error, ConsumerHealth, NotificationConsumer};
 use crate::offsets::{FormOffset, OffsetRecord, Seen};
@@ -472,8 +472,20 @@ impl Fetcher {
                 let object = objects
                     .as_ref()
                     .and_then(|objects| objects.get(&item.lead_id));
+                // A usual lead is read straight from its text; any other
+                // object goes through `map_lead`, which re-reads incomplete
+                // leads and dead-letters the rest.
                 let result = match object {
-                    Some(object) => self.reader.map_lead(auth, object, context).await?,
+                    Some(raw) => match normalise_usual(raw.get(), context) {
+                        Some(lead) => Ok(lead),
+                        None => {
+                            let object: serde_json::Value = serde_json::from_str(raw.get())
+                                .map_err(|error| {
+                                    GraphError::Decode(format!("lead object: {error}"))
+                                })?;
+                            self.reader.map_lead(auth, &object, context).await?
+                        }
+                    },
                     None => self.reader.read_lead(auth, &item.lead_id, context).await?,
                 };
                 results.push((item.clone(), result));

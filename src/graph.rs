@@ -17,7 +17,7 @@ use rand::Rng;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::Sha256;
 use url::Url;
 
@@ -307,12 +307,12 @@ impl GraphClient {
     }
 
     /// Reads up to [`MAX_IDS_PER_CALL`] leads in one call; the answer maps
-    /// each id to its lead object.
+    /// each id to its lead object, kept as JSON text.
     pub async fn leads_by_ids(
         &self,
         auth: &PageAuth,
         lead_ids: &[String],
-    ) -> Result<Map<String, Value>, GraphError> {
+    ) -> Result<HashMap<String, Box<RawValue>>, GraphError> {
         assert!(
             lead_ids.len() <= MAX_IDS_PER_CALL,
             "at most {MAX_IDS_PER_CALL} ids per call"
@@ -322,12 +322,14 @@ impl GraphClient {
             ("fields", LEAD_FIELDS.to_owned()),
         ];
 
-        match self.get(auth, "", &query).await? {
-            Value::Object(map) => Ok(map),
-            other => Err(GraphError::Decode(format!(
-                "`?ids=` response is {other}, expected an object"
-            ))),
-        }
+        self.get_with(auth, "", &query, |body| {
+            serde_json::from_slice(body).map_err(|error| {
+                GraphError::Decode(format!(
+                    "`?ids=` response is not an object of leads: {error}"
+                ))
+            })
+        })
+        .await
     }
 
     /// Checks a Page token with `debug_token`, authenticated by the app
