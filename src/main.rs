@@ -13,12 +13,6 @@ use leadgen_connector::connector::{Connector, Reloader};
 use leadgen_connector::tail::TailOptions;
 use leadgen_connector::telemetry::{self, LogFormat};
 
-// mimalloc instead of the system allocator: every lead is parsed into many
-// small JSON values and strings, and glibc malloc spent about a third of the
-// backfill's CPU time on them (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "leadgen-connector",
