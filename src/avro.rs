@@ -280,7 +280,7 @@ impl Serialize for Source {
     }
 }
 
-/// The symbol's position in the schema's `LeadSource` enum.
+/// Returns the symbol's position in the schema's `LeadSource` enum.
 fn source_index(source: LeadSource) -> u32 {
     match source {
         LeadSource::Backfill => 0,

@@ -31,10 +31,10 @@ use crate::reader::LeadReader;
 const MIN_PAGE_SIZE: u32 = 10;
 
 /// Leads (and dead letters) of one window collected before they are written
-/// in one transaction. Each transaction costs about as much CPU as
-/// 50 leads (a Kafka round of AddPartitionsToTxn and EndTxn, and the form's
-/// offset record), so writing several pages at once makes the backfill
-/// several times cheaper per lead.
+/// in one transaction. A transaction (a Kafka round of AddPartitionsToTxn
+/// and EndTxn, and the form's offset record) was measured at about as much
+/// CPU as 75 leads, so writing several pages at once makes the backfill
+/// cheaper per lead (BENCHMARKS.md).
 pub const MAX_BATCH_LEADS: usize = 1000;
 
 /// Age after which collected leads are written without waiting for more
@@ -487,7 +487,7 @@ enum Candidate {
 }
 
 impl Candidate {
-    /// The lead id and `created_time` in Unix seconds, where readable.
+    /// Returns the lead id and `created_time` in Unix seconds, where readable.
     fn identity(&self) -> (Option<&str>, Option<i64>) {
         match self {
             Candidate::Mapped(lead) => (Some(&lead.lead_id), Some(lead.created_time_secs())),

@@ -154,7 +154,7 @@ pub struct LeadsPage {
     pub next_cursor: Option<String>,
 }
 
-/// One page of a Graph API list answer, decoded as JSON values.
+/// One page of a Graph API list response, decoded as JSON values.
 #[derive(Debug)]
 struct ListPage {
     items: Vec<Value>,
@@ -381,7 +381,7 @@ impl GraphClient {
         }
     }
 
-    /// GET with retries for transient and rate-limit failures; the answer
+    /// GET with retries for transient and rate-limit failures; the response
     /// as a JSON value.
     async fn get(
         &self,
@@ -396,7 +396,7 @@ impl GraphClient {
     }
 
     /// GET with retries for transient and rate-limit failures; `decode`
-    /// turns a successful answer's body into `T`. A body it rejects counts
+    /// turns a successful response's body into `T`. A body it rejects counts
     /// as a transient failure, like any other decode error.
     async fn get_with<T>(
         &self,
@@ -711,7 +711,7 @@ pub fn parse_leads_page(body: &[u8]) -> Result<LeadsPage, GraphError> {
             leads: data,
             next_cursor: next_cursor(&paging)?,
         }),
-        // An unusual body: decoding it as a value says what is wrong.
+        // An unusual body: decoding it as a value names what is wrong.
         Err(raw_error) => {
             let value: Value = serde_json::from_slice(body)
                 .map_err(|error| GraphError::Decode(error.to_string()))?;
@@ -749,8 +749,8 @@ fn parse_list_page(body: Value) -> Result<ListPage, GraphError> {
     })
 }
 
-/// The `after` cursor of the next page, or `None` when `paging.next` is
-/// absent.
+/// Returns the `after` cursor of the next page, or `None` when
+/// `paging.next` is absent.
 fn next_cursor(paging: &Value) -> Result<Option<String>, GraphError> {
     let Some(next_url) = paging.get("next").and_then(Value::as_str) else {
         return Ok(None);
