@@ -8,7 +8,7 @@
 //! retried and never stop the process. On shutdown the webhook receiver
 //! answers 503, and in-flight transactions finish before `run` returns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::avro::LeadEncoder;
 use crate::backfill::{Backfill, BackfillError};
-use crate::config::Config;
+use crate::config::{Config, PageConfig};
 use crate::fetcher::{FetchSettings, Fetcher};
 use crate::forms::{FormHandle, Forms, Pages};
 use crate::graph::{GraphClient, PageAuth};
@@ -50,15 +50,21 @@ struct WebhookParts {
 
 /// Applies a reloaded configuration's Page tokens. A Page whose token
 /// changed is healthy again: its backfill resumes and its pending webhook
-/// notifications are read. Other settings take effect on restart.
+/// notifications are read. Other settings take effect on restart; a
+/// warning names the Pages or forms that a reload adds or removes.
 #[derive(Clone)]
 pub struct Reloader {
     pages: Arc<Pages>,
     metrics: Arc<Metrics>,
+    /// Configured form ids of each Page at start-up.
+    started: Arc<BTreeMap<String, Vec<String>>>,
 }
 
 impl Reloader {
     pub fn apply(&self, config: &Config) {
+        for change in changes_needing_restart(&self.started, &config.pages) {
+            tracing::warn!(change = %change, "reloaded configuration changes the Pages or forms read; this takes effect only when the connector restarts");
+        }
         let before = self.pages.health();
         self.pages.reload(&config.pages);
         for (page_id, health) in self.pages.health() {
@@ -72,6 +78,51 @@ impl Reloader {
             "configuration reloaded; new Page tokens apply now, other changes on restart"
         );
     }
+}
+
+/// Returns the configured form ids of each Page, sorted.
+fn configured_forms(pages: &[PageConfig]) -> BTreeMap<String, Vec<String>> {
+    pages
+        .iter()
+        .map(|page| {
+            let mut forms = page.forms.clone();
+            forms.sort();
+            (page.id.clone(), forms)
+        })
+        .collect()
+}
+
+/// Describes each Page or form that `pages` adds or removes against the
+/// configuration the connector started with.
+fn changes_needing_restart(
+    started: &BTreeMap<String, Vec<String>>,
+    pages: &[PageConfig],
+) -> Vec<String> {
+    let reloaded = configured_forms(pages);
+    let mut changes = Vec::new();
+    for (page_id, forms) in &reloaded {
+        match started.get(page_id) {
+            None => changes.push(format!("Page `{page_id}` added")),
+            Some(before) if before.is_empty() != forms.is_empty() => changes.push(format!(
+                "Page `{page_id}` switched between listed forms and form discovery"
+            )),
+            Some(before) if before != forms => {
+                let before: BTreeSet<&String> = before.iter().collect();
+                let after: BTreeSet<&String> = forms.iter().collect();
+                for form_id in after.difference(&before) {
+                    changes.push(format!("form `{form_id}` added to Page `{page_id}`"));
+                }
+                for form_id in before.difference(&after) {
+                    changes.push(format!("form `{form_id}` removed from Page `{page_id}`"));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for page_id in started.keys().filter(|id| !reloaded.contains_key(*id)) {
+        changes.push(format!("Page `{page_id}` removed"));
+    }
+    changes
 }
 
 /// A started connector.
@@ -234,6 +285,7 @@ impl Connector {
         Reloader {
             pages: self.backfill.reader.pages.clone(),
             metrics: self.metrics.clone(),
+            started: Arc::new(configured_forms(&self.config.pages)),
         }
     }
 
@@ -505,5 +557,51 @@ async fn backfill_loop(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn page(id: &str, forms: &[&str]) -> PageConfig {
+        PageConfig {
+            id: id.to_owned(),
+            access_token: Secret::new("token"),
+            forms: forms.iter().map(|form| (*form).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn reload_with_same_forms_needs_no_restart() {
+        let started = configured_forms(&[page("1", &["11", "12"]), page("2", &[])]);
+
+        let changes =
+            changes_needing_restart(&started, &[page("2", &[]), page("1", &["12", "11"])]);
+
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn reload_names_pages_and_forms_changed() {
+        let started =
+            configured_forms(&[page("1", &["11", "12"]), page("2", &[]), page("3", &["31"])]);
+
+        let changes = changes_needing_restart(
+            &started,
+            &[page("1", &["11", "13"]), page("2", &["21"]), page("4", &[])],
+        );
+
+        assert_eq!(
+            changes,
+            [
+                "form `13` added to Page `1`",
+                "form `12` removed from Page `1`",
+                "Page `2` switched between listed forms and form discovery",
+                "Page `4` added",
+                "Page `3` removed",
+            ]
+        );
     }
 }
