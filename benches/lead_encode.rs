@@ -3,10 +3,10 @@
 //! encoding) and chained, for a small lead (5 questions) and a large one
 //! (100 questions with long texts). The connector reads a lead of the usual
 //! shape straight from its JSON text (`normalise_usual`) and writes records
-//! with `LeadWriter`, straight from the lead; the older routes, through a
-//! `serde_json` value (`normalise`) and an `apache_avro` value
-//! (`lead_to_value`, then `encode_datum`), are measured beside them for
-//! comparison.
+//! with `LeadWriter`, straight from the lead. The older routes are measured
+//! beside them for comparison: through a `serde_json` value (`normalise`),
+//! and through an `apache_avro` value (`lead_to_value`, then
+//! `encode_datum`).
 //!
 //! Run with `cargo bench --bench lead_encode`. Times are the benchmark
 //! thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall-clock time, so

@@ -125,8 +125,8 @@ impl LeadEncoder {
         Ok(Self::with_schema_id(registered.id))
     }
 
-    /// An encoder that writes the shipped schema under `schema_id` without
-    /// asking a registry; for tests and benchmarks.
+    /// Returns an encoder that writes the shipped schema under `schema_id`
+    /// without asking a registry; for tests and benchmarks.
     pub fn with_schema_id(schema_id: u32) -> Self {
         Self {
             schema_id,
@@ -134,13 +134,13 @@ impl LeadEncoder {
         }
     }
 
-    /// The id the registry gave the lead schema.
+    /// Returns the id the registry gave the lead schema.
     pub fn schema_id(&self) -> u32 {
         self.schema_id
     }
 
-    /// A writer for a run of leads; building one resolves the schema's
-    /// names, so callers keep it for a whole batch.
+    /// Returns a writer for a run of leads. Building one resolves the
+    /// schema's names, so callers keep it for a whole batch.
     pub fn writer(&self) -> Result<LeadWriter<'_>, EncodeError> {
         let datum = GenericDatumWriter::builder(&self.schema)
             .human_readable(false)
@@ -189,7 +189,7 @@ impl LeadWriter<'_> {
 /// Magic byte and schema id.
 const WIRE_PREFIX_LEN: usize = 5;
 
-/// A guess at the datum size that avoids most reallocations.
+/// Estimates the datum size, so that most records need no reallocation.
 fn lead_size_hint(lead: &Lead) -> usize {
     let answers: usize = lead
         .field_data

@@ -42,7 +42,8 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Lets a repeated log line through at most once per interval and counts
 /// the lines held back in between, so a flood of one event stays visible
-/// without filling the log. Callers count every event in a metric.
+/// without filling the log. The limiter counts no events itself: its
+/// callers count each one in a metric.
 #[derive(Debug)]
 pub struct LogLimiter {
     interval: Duration,
