@@ -3,7 +3,7 @@
 //! encoding) and chained, for a small lead (5 questions) and a large one
 //! (100 questions with long texts). The connector reads a lead of the usual
 //! shape straight from its JSON text (`normalise_usual`) and writes records
-//! with `LeadWriter`, straight from the lead. The older routes are measured
+//! with `LeadEncoder::encode`, straight from the lead. The older routes are measured
 //! beside them for comparison: through a `serde_json` value (`normalise`),
 //! and through an `apache_avro` value (`lead_to_value`, then
 //! `encode_datum`).
@@ -127,10 +127,7 @@ fn bench_lead(criterion: &mut Criterion<ThreadCpuTime>, size: &str, object: Valu
     let json_bytes = object.to_string().into_bytes();
     let lead = normalise(&object, context()).expect("the benchmark lead is valid");
     let encoder = LeadEncoder::with_schema_id(1);
-    let writer = encoder.writer().expect("the shipped schema resolves");
-    let record = writer
-        .encode(&lead, INGESTED_TIME_MS)
-        .expect("the benchmark lead fits the schema");
+    let record = encoder.encode(&lead, INGESTED_TIME_MS);
 
     let mut group = criterion.benchmark_group(format!("lead_{size}"));
     group.throughput(Throughput::Elements(1));
@@ -157,26 +154,18 @@ fn bench_lead(criterion: &mut Criterion<ThreadCpuTime>, size: &str, object: Valu
         bencher.iter(|| normalise_usual(black_box(&json_text), context()).expect("usual lead"))
     });
     group.bench_function("write_record", |bencher| {
-        bencher.iter(|| {
-            writer
-                .encode(black_box(&lead), INGESTED_TIME_MS)
-                .expect("lead fits the schema")
-        })
+        bencher.iter(|| encoder.encode(black_box(&lead), INGESTED_TIME_MS))
     });
     group.bench_function("normalise_and_write", |bencher| {
         bencher.iter(|| {
             let lead = normalise(black_box(&object), context()).expect("valid lead");
-            writer
-                .encode(&lead, INGESTED_TIME_MS)
-                .expect("lead fits the schema")
+            encoder.encode(&lead, INGESTED_TIME_MS)
         })
     });
     group.bench_function("read_and_write", |bencher| {
         bencher.iter(|| {
             let lead = normalise_usual(black_box(&json_text), context()).expect("usual lead");
-            writer
-                .encode(&lead, INGESTED_TIME_MS)
-                .expect("lead fits the schema")
+            encoder.encode(&lead, INGESTED_TIME_MS)
         })
     });
     group.finish();

@@ -19,7 +19,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::TopicPartitionList;
 use tokio::sync::Mutex;
 
-use crate::avro::{EncodeError, LeadEncoder};
+use crate::avro::LeadEncoder;
 use crate::config::KafkaConfig;
 use crate::graph::ApiError;
 use crate::lead::{Lead, LeadSource};
@@ -32,8 +32,6 @@ pub enum SinkError {
     Kafka(#[from] KafkaError),
     #[error("Kafka transaction failed: {0}")]
     Transaction(String),
-    #[error("schema registry unavailable: {0}")]
-    Registry(String),
     #[error("cannot load offsets: {0}")]
     Load(String),
 }
@@ -219,7 +217,7 @@ impl Sink {
     /// Writes a batch in one transaction. On error nothing of the batch is
     /// visible to `read_committed` consumers, and the caller may retry.
     pub async fn commit(&self, batch: Batch) -> Result<Written, SinkError> {
-        let prepared = self.prepare(batch).await?;
+        let prepared = self.prepare(batch);
 
         let mut slot = self.producer.lock().await;
         let producer = match slot.as_ref() {
@@ -261,47 +259,23 @@ impl Sink {
         result
     }
 
-    /// Encodes the leads of a batch. A lead the schema rejects becomes a
-    /// dead letter; an unreachable registry fails the whole batch.
-    async fn prepare(&self, batch: Batch) -> Result<Prepared, SinkError> {
+    /// Encodes the leads of a batch.
+    fn prepare(&self, batch: Batch) -> Prepared {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut encoded = Vec::with_capacity(batch.leads.len());
-        let mut dead_letters = batch.dead_letters;
-
-        let writer = self
-            .encoder
-            .writer()
-            .map_err(|error| SinkError::Registry(error.to_string()))?;
-        for lead in batch.leads {
-            match writer.encode(&lead, now_ms) {
-                Ok(bytes) => encoded.push((lead, bytes)),
-                Err(EncodeError::Registry(detail)) => return Err(SinkError::Registry(detail)),
-                Err(error @ EncodeError::Schema { .. }) => dead_letters.push(DeadLetter {
-                    key: lead.lead_id.clone(),
-                    payload: serde_json::json!({
-                        "id": lead.lead_id,
-                        "form_id": lead.form_id,
-                        "created_time_ms": lead.created_time_ms,
-                        "field_data": lead.field_data,
-                    })
-                    .to_string()
-                    .into_bytes(),
-                    reason: "schema_violation".to_owned(),
-                    detail: error.to_string(),
-                    graph_error: None,
-                    form_id: lead.form_id.clone(),
-                    page_id: lead.page_id.clone(),
-                    source: lead.source,
-                }),
-            }
-        }
-
-        Ok(Prepared {
+        let encoded = batch
+            .leads
+            .into_iter()
+            .map(|lead| {
+                let bytes = self.encoder.encode(&lead, now_ms);
+                (lead, bytes)
+            })
+            .collect();
+        Prepared {
             encoded,
-            dead_letters,
+            dead_letters: batch.dead_letters,
             offsets: batch.offsets,
             consumer: batch.consumer,
-        })
+        }
     }
 
     async fn write(

@@ -80,7 +80,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     }
     check_no_running_connector(&config, &setup, form_id, args.force).await?;
 
-    let (sink, _) = connect_sink(&config, &setup).await?;
+    let sink = connect_sink(&config, &setup).await?;
     let backfill = Backfill {
         reader: lead_reader(&config)?,
         sink,

@@ -104,10 +104,7 @@ pub async fn stored_offsets(setup: &KafkaSetup) -> anyhow::Result<HashMap<String
 
 /// Creates missing topics when `kafka.create_topics` is set, registers the
 /// lead schema and starts the transactional producer.
-pub async fn connect_sink(
-    config: &Config,
-    setup: &KafkaSetup,
-) -> anyhow::Result<(Arc<Sink>, LeadEncoder)> {
+pub async fn connect_sink(config: &Config, setup: &KafkaSetup) -> anyhow::Result<Arc<Sink>> {
     if config.kafka.create_topics {
         setup.create_topics().await.with_context(|| {
             format!(
@@ -124,7 +121,7 @@ pub async fn connect_sink(
                 config.schema_registry.display_url()
             )
         })?;
-    let sink = Sink::connect(setup.clone(), encoder.clone(), Metrics::shared())
+    let sink = Sink::connect(setup.clone(), encoder, Metrics::shared())
         .await
         .with_context(|| {
             format!(
@@ -132,7 +129,7 @@ pub async fn connect_sink(
                 setup.config().bootstrap_servers
             )
         })?;
-    Ok((sink, encoder))
+    Ok(sink)
 }
 
 /// Builds a lead reader with the configured Pages and their tokens.

@@ -156,7 +156,7 @@ async fn reset(args: &ConfigArg, form_id: &str, to: i64, force: bool) -> anyhow:
         );
     }
 
-    let (sink, _) = connect_sink(&config, &setup).await?;
+    let sink = connect_sink(&config, &setup).await?;
     sink.commit(Batch {
         offsets: vec![OffsetRecord::of(&offset)],
         ..Batch::default()

@@ -21,7 +21,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::avro::EncodeError;
 use crate::cli::{
     connect_sink, dedup_limits, lead_reader, stored_offsets, writer_setup, ConfigArg,
 };
@@ -148,11 +147,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let offsets = stored_offsets(&setup).await?;
     let reader = lead_reader(&config)?;
     let limits = dedup_limits(&config);
-    let (sink, encoder) = if order.is_empty() {
-        (None, None)
+    let sink = if order.is_empty() {
+        None
     } else {
-        let (sink, encoder) = connect_sink(&config, &setup).await?;
-        (Some(sink), Some(encoder))
+        Some(connect_sink(&config, &setup).await?)
     };
     let mut states: HashMap<String, FormState> = HashMap::new();
 
@@ -192,23 +190,6 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-
-        let encoder = encoder
-            .as_ref()
-            .expect("an encoder exists when there are candidates");
-        match encoder.encode(&lead, chrono::Utc::now().timestamp_millis()) {
-            Ok(_) => {}
-            Err(EncodeError::Schema { detail, .. }) => {
-                tally.still_failing += 1;
-                println!("{place}: still does not fit the lead schema: {detail}");
-                continue;
-            }
-            Err(error @ EncodeError::Registry(_)) => {
-                return Err(error).context(format!(
-                    "cannot encode {place}; check schema_registry.url and that the registry is running, then run replay again"
-                ));
-            }
-        }
 
         let state = states.entry(form_id.to_owned()).or_insert_with(|| {
             let offset = offsets
