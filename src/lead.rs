@@ -331,6 +331,9 @@ fn parse_time_text(text: &str) -> Result<i64, LeadError> {
                 .map_err(|_| LeadError::InvalidTime(text.to_owned()))?,
         ));
     }
+    if let Some(millis) = parse_graph_time(trimmed.as_bytes()) {
+        return Ok(millis);
+    }
     if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
         return Ok(time.timestamp_millis());
     }
@@ -341,6 +344,41 @@ fn parse_time_text(text: &str) -> Result<i64, LeadError> {
         return Ok(time.and_utc().timestamp_millis());
     }
     Err(LeadError::InvalidTime(text.to_owned()))
+}
+
+/// Parses the Graph API's own time format, `2015-02-28T08:49:14+0000`,
+/// without the format-string machinery; `None` for any other text, which
+/// the general parsers then try.
+fn parse_graph_time(text: &[u8]) -> Option<i64> {
+    let [y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b'T', h1, h2, b':', mi1, mi2, b':', s1, s2, sign, oh1, oh2, om1, om2] =
+        *text
+    else {
+        return None;
+    };
+    let number = |digits: &[u8]| {
+        digits.iter().try_fold(0u32, |total, &digit| {
+            digit
+                .is_ascii_digit()
+                .then(|| total * 10 + u32::from(digit - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(&[y1, y2, y3, y4])?).ok()?,
+        number(&[mo1, mo2])?,
+        number(&[d1, d2])?,
+    )?;
+    let time = date.and_hms_opt(number(&[h1, h2])?, number(&[mi1, mi2])?, number(&[s1, s2])?)?;
+    let (offset_hours, offset_rest) = (number(&[oh1, oh2])?, number(&[om1, om2])?);
+    if offset_hours > 23 || offset_rest > 59 {
+        return None;
+    }
+    let offset_minutes = i64::from(offset_hours * 60 + offset_rest);
+    let offset_minutes = match sign {
+        b'+' => offset_minutes,
+        b'-' => -offset_minutes,
+        _ => return None,
+    };
+    Some(time.and_utc().timestamp_millis() - offset_minutes * 60_000)
 }
 
 fn parse_field_data(value: &Value) -> Result<Vec<(String, Vec<String>)>, LeadError> {
@@ -465,6 +503,36 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn graph_time_parser_agrees_with_chrono() {
+        let texts = [
+            "2015-02-28T08:49:14+0000",
+            "2024-02-29T23:59:59+0000",
+            "2024-12-31T00:00:00-0800",
+            "2025-06-01T12:30:00+0530",
+            "1970-01-01T00:00:00+0000",
+            "2023-02-29T10:00:00+0000",
+            "2025-13-01T10:00:00+0000",
+            "2025-01-01T24:00:00+0000",
+            "2025-01-01T10:00:00+2400",
+            "2025-01-01T10:00:00+0060",
+            "2025-01-01T10:00:00*0000",
+            "2025-0a-01T10:00:00+0000",
+            "2025-01-01 10:00:00+0000",
+        ];
+        for text in texts {
+            let chrono = DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%z")
+                .ok()
+                .map(|time| time.timestamp_millis());
+            let fast = parse_graph_time(text.as_bytes());
+            assert_eq!(fast, chrono, "{text}");
+        }
+        assert_eq!(
+            parse_graph_time(b"2015-02-28T08:49:14+0000"),
+            Some(1_425_113_354_000)
+        );
+    }
 
     fn context() -> LeadContext<'static> {
         LeadContext {
