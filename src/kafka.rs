@@ -403,17 +403,28 @@ impl Sink {
             return;
         };
         let now_ms = chrono::Utc::now().timestamp_millis();
-        for (source, form_id, created_time_ms) in &written.produced {
+        // Leads of one form and source come in runs, so the labelled
+        // counter is looked up once per run rather than once per lead.
+        for run in
+            written
+                .produced
+                .chunk_by(|(source, form_id, _), (next_source, next_form_id, _)| {
+                    source == next_source && form_id == next_form_id
+                })
+        {
+            let (source, form_id, _) = &run[0];
             self.metrics
                 .leads_produced
                 .get_or_create(&SourceForm {
                     source: source.as_str().to_owned(),
                     form_id: form_id.clone(),
                 })
-                .inc();
-            self.metrics
-                .lead_latency
-                .observe((now_ms - created_time_ms).max(0) as f64 / 1000.0);
+                .inc_by(run.len() as u64);
+            for (_, _, created_time_ms) in run {
+                self.metrics
+                    .lead_latency
+                    .observe((now_ms - created_time_ms).max(0) as f64 / 1000.0);
+            }
         }
         for reason in &written.reasons {
             self.metrics.dead_letter(reason);
