@@ -560,10 +560,10 @@ mod tests {
         vec![plain, full, empty, large]
     }
 
-    /// apache-avro's schema-aware serializer, fed field by field: the
-    /// reference the hand-written encoder is checked against. Unlike an
-    /// Avro value, whose maps are hash maps, it keeps the question order,
-    /// so the bytes can be compared whole.
+    /// Encodes with apache-avro's schema-aware serializer, field by field,
+    /// which is the reference for the hand-written encoder. Unlike an Avro
+    /// value, whose maps are hash maps, it keeps the question order, so the
+    /// bytes can be compared whole.
     fn reference_encode(schema: &Schema, lead: &Lead, ingested_time_ms: i64) -> Vec<u8> {
         let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
             .human_readable(false)

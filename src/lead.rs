@@ -347,8 +347,8 @@ fn parse_time_text(text: &str) -> Result<i64, LeadError> {
 }
 
 /// Parses the Graph API's own time format, `2015-02-28T08:49:14+0000`,
-/// without the format-string machinery; `None` for any other text, which
-/// the general parsers then try.
+/// without chrono's format strings. Returns `None` for any other text,
+/// which the general parsers then try.
 fn parse_graph_time(text: &[u8]) -> Option<i64> {
     let [y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b'T', h1, h2, b':', mi1, mi2, b':', s1, s2, sign, oh1, oh2, om1, om2] =
         *text
