@@ -49,6 +49,23 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// Describes a TOML syntax error by line and column. The parser's own
+/// rendering quotes the offending line, which may hold a token or a
+/// password, so only its message is kept.
+fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let place = error.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    ConfigError::Syntax(format!(
+        "{}{}",
+        place.unwrap_or_default(),
+        error.message().trim_end()
+    ))
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -525,7 +542,7 @@ impl Config {
     /// Parses config text, resolving `${VAR}` through `lookup`.
     pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut value: toml::Value =
-            toml::from_str(text).map_err(|error| ConfigError::Syntax(error.to_string()))?;
+            toml::from_str(text).map_err(|error| syntax_error(text, &error))?;
         expand_variables(&mut value, "", lookup)?;
 
         let config: Config = serde_path_to_error::deserialize(value).map_err(|error| {
@@ -854,6 +871,29 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, &env)
+    }
+
+    #[test]
+    fn syntax_error_hides_the_line() {
+        let text = MINIMAL.replace(
+            r#"url = "http://127.0.0.1:8081/apis/ccompat/v7""#,
+            r#"url = "http://user:registry-pass-7@127.0.0.1:8081/apis/ccompat/v7"#,
+        );
+
+        let error = parse(&text).expect_err("an unterminated string is invalid TOML");
+
+        let message = error.to_string();
+        assert!(matches!(error, ConfigError::Syntax(_)), "{message}");
+        assert!(!message.contains("registry-pass-7"), "{message}");
+        let url_line = text
+            .lines()
+            .position(|line| line.contains("registry-pass-7"))
+            .unwrap()
+            + 1;
+        assert!(
+            message.contains(&format!("line {url_line}, column ")),
+            "{message}"
+        );
     }
 
     #[test]
