@@ -132,9 +132,9 @@ impl LeadEncoder {
     /// is the produce time.
     ///
     /// The datum is written field by field in the order of
-    /// [`LEAD_FIELDS`], the order of `schemas/lead.avsc`; tests check the
-    /// bytes against apache-avro's encoding of the same record. Every lead
-    /// fits the schema, so encoding cannot fail.
+    /// [`LEAD_FIELDS`], which is the order of `schemas/lead.avsc`. Tests
+    /// check the bytes against apache-avro's encoding of the same record.
+    /// Every lead fits the schema, so encoding cannot fail.
     pub fn encode(&self, lead: &Lead, ingested_time_ms: i64) -> Vec<u8> {
         let mut out = Vec::with_capacity(WIRE_PREFIX_LEN + lead_size_hint(lead));
         out.push(0);
