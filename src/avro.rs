@@ -164,8 +164,8 @@ impl LeadEncoder {
         write_nullable_string(&mut out, lead.platform.as_deref());
         write_nullable_string(&mut out, lead.partner_name.as_deref());
 
-        // A map or an array is one block of all its items, then an empty
-        // block; an empty one is the empty block alone.
+        // Each map and array is one block of all its items followed by the
+        // empty block, so an empty one is the empty block alone.
         write_block_len(&mut out, lead.field_data.len());
         for (name, answers) in &lead.field_data {
             write_string(&mut out, name);
