@@ -53,12 +53,14 @@ pub enum ConfigError {
 /// rendering quotes the offending line, which may hold a token or a
 /// password, so only its message is kept.
 fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
-    let place = error.span().map(|span| {
-        let before = &text[..span.start.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
-        format!("line {line}, column {column}: ")
-    });
+    let place = error
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+            format!("line {line}, column {column}: ")
+        });
     ConfigError::Syntax(format!(
         "{}{}",
         place.unwrap_or_default(),
