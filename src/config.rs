@@ -761,7 +761,8 @@ fn is_topic_name(value: &str) -> bool {
 
 /// Replaces `${VAR}` in every string value with the variable's value, and
 /// `${VAR:-default}` with the value or, when unset or empty, the default.
-/// `$${` stays a literal `${`.
+/// `${file:PATH}` becomes the contents of the file at `PATH`, without
+/// trailing line breaks. `$${` stays a literal `${`.
 fn expand_variables(
     value: &mut toml::Value,
     key: &str,
@@ -812,6 +813,11 @@ fn expand_string(
                 )
             })?;
             let reference = &stripped[..end];
+            if let Some(path) = reference.strip_prefix("file:") {
+                output.push_str(&read_secret_file(path, key)?);
+                rest = &stripped[end + 1..];
+                continue;
+            }
             let (name, default) = match reference.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (reference, None),
@@ -842,6 +848,24 @@ fn expand_string(
     }
     output.push_str(rest);
     Ok(output)
+}
+
+/// Reads a `${file:PATH}` reference. The file is read at every load, so a
+/// secret that a secret store rotates in place is picked up by SIGHUP.
+fn read_secret_file(path: &str, key: &str) -> Result<String, ConfigError> {
+    if path.is_empty() {
+        return Err(invalid(
+            key,
+            "`${file:}` names no file; write `${file:/path/to/secret}`",
+        ));
+    }
+    let contents = std::fs::read_to_string(path).map_err(|error| {
+        invalid(
+            key,
+            format!("cannot read `{path}` for `${{file:{path}}}`: {error}; check the path and its permissions"),
+        )
+    })?;
+    Ok(contents.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 #[cfg(test)]
@@ -1001,6 +1025,56 @@ mod tests {
         let expanded = expand_string("a$${B}c$d", "key", &env).unwrap();
 
         assert_eq!(expanded, "a${B}c$d");
+    }
+
+    /// Returns a path in the temporary directory unique to this process and
+    /// `name`, with no file at it.
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("leadgen-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    #[test]
+    fn file_reference_reads_each_load() {
+        let path = temp_path("page-token");
+        std::fs::write(&path, "token-one\n").unwrap();
+        let text = MINIMAL.replace("${PAGE_TOKEN}", &format!("${{file:{}}}", path.display()));
+
+        let first = parse(&text).expect("the token file exists");
+        std::fs::write(&path, "token-two\r\n").unwrap();
+        let second = parse(&text).expect("the token file exists");
+        std::fs::remove_file(&path).unwrap();
+
+        assert_eq!(first.pages[0].access_token.expose(), "token-one");
+        assert_eq!(second.pages[0].access_token.expose(), "token-two");
+    }
+
+    #[test]
+    fn missing_file_names_key_and_path() {
+        let path = temp_path("missing-token");
+        let text = MINIMAL.replace("${PAGE_TOKEN}", &format!("${{file:{}}}", path.display()));
+
+        let error = parse(&text).expect_err("the token file does not exist");
+
+        let message = error.to_string();
+        assert!(message.contains("pages[0].access_token"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn empty_file_reference_is_rejected() {
+        let error = expand_string("${file:}", "key", &env).expect_err("no path");
+
+        assert!(error.to_string().contains("names no file"), "{error}");
+    }
+
+    #[test]
+    fn escaped_file_reference_stays_literal() {
+        let expanded = expand_string("$${file:/etc/hostname}", "key", &env).unwrap();
+
+        assert_eq!(expanded, "${file:/etc/hostname}");
     }
 
     #[test]
