@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A secret value; formatting it prints `[redacted]`.
@@ -43,7 +44,54 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        deserializer.deserialize_string(SecretVisitor)
+    }
+}
+
+/// Accepts a string. Unlike serde's own messages, a value of another type
+/// is described by its type only, because it may be the secret typed
+/// without quotes.
+struct SecretVisitor;
+
+impl SecretVisitor {
+    fn reject<E: de::Error>(kind: Unexpected<'_>) -> Result<Secret, E> {
+        Err(E::invalid_type(kind, &"a string"))
+    }
+}
+
+impl<'de> Visitor<'de> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Secret, E> {
+        Ok(Secret::new(value))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Secret, E> {
+        Ok(Secret(value))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+        Self::reject(Unexpected::Other("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+        Self::reject(Unexpected::Other("an integer"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+        Self::reject(Unexpected::Other("an integer"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+        Self::reject(Unexpected::Other("a float"))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Self::reject(Unexpected::Other("bytes"))
     }
 }
 
@@ -107,6 +155,34 @@ mod tests {
         for (url, expected) in cases {
             assert_eq!(redact_url_password(url), expected, "{url}");
         }
+    }
+
+    #[test]
+    fn wrong_type_error_hides_value() {
+        for text in ["value = 987654321", "value = 98765.4321", "value = true"] {
+            let table: toml::Table = text.parse().unwrap();
+
+            let error = toml::Value::Table(table)
+                .get("value")
+                .cloned()
+                .unwrap()
+                .try_into::<Secret>()
+                .expect_err("a secret must be a string");
+
+            let message = error.to_string();
+            assert!(message.contains("expected a string"), "{message}");
+            assert!(!message.contains("98765"), "{message}");
+            assert!(!message.contains("true"), "{message}");
+        }
+    }
+
+    #[test]
+    fn string_deserializes() {
+        let secret: Secret = toml::Value::String("EAAB-token".to_owned())
+            .try_into()
+            .unwrap();
+
+        assert_eq!(secret.expose(), "EAAB-token");
     }
 
     #[test]
