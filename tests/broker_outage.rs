@@ -8,19 +8,26 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    assert_unique_keys, config_with, post_webhook, read_leads, stack, webhook_body, Options,
-    PageSpec, Reader, Running, Topics,
+    assert_unique_keys, one_form_world, post_webhook, read_leads, stack, start_connector,
+    start_sim, webhook_body, Options, PageSpec, Reader, Topics,
 };
-use leadgen_connector::sim::{self, SimConfig, SimForm, SimPage, WebhookConfig};
+use leadgen_connector::sim::WebhookConfig;
 
 const PAGE: &str = "100000000000001";
 const FORM: &str = "200000001000001";
 const TOKEN: &str = "EAASIM-outage";
+
+fn page() -> PageSpec<'static> {
+    PageSpec {
+        id: PAGE,
+        token: TOKEN,
+        forms: &[FORM],
+    }
+}
 
 fn stack_command(action: &str) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stack");
@@ -43,24 +50,7 @@ impl Drop for RestartBroker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_get_503_while_broker_is_down_and_nothing_is_lost() {
     let stack = stack();
-    let sim = sim::start(
-        SimConfig {
-            seed: 21,
-            pages: vec![SimPage {
-                id: PAGE.to_owned(),
-                access_token: TOKEN.to_owned(),
-                forms: vec![SimForm {
-                    id: FORM.to_owned(),
-                    name: "Outage".to_owned(),
-                    initial_leads: 50,
-                }],
-            }],
-            ..SimConfig::default()
-        },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
+    let sim = start_sim(one_form_world(21, &page(), "Outage", 50)).await;
     let topics = Topics::new("outage");
     let options = Options {
         graph: format!("app_secret = \"{}\"", common::APP_SECRET),
@@ -69,19 +59,7 @@ async fn webhooks_get_503_while_broker_is_down_and_nothing_is_lost() {
         webhook: "durable_timeout = \"2s\"".to_owned(),
         ..Options::default()
     };
-    let pages = [PageSpec {
-        id: PAGE,
-        token: TOKEN,
-        forms: &[FORM],
-    }];
-    let running = Running::start(config_with(
-        &stack,
-        &sim.base_url(),
-        &topics,
-        &pages,
-        &options,
-    ))
-    .await;
+    let running = start_connector(&stack, &sim.base_url(), &topics, page(), &options).await;
     let webhook = running.webhook_url.clone().unwrap();
     let reader = Reader::new(&stack, &topics.leads);
     assert_eq!(

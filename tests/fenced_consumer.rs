@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -18,14 +17,21 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 
 use common::{
-    assert_unique_keys, config_with, post_webhook, read_leads, stack, webhook_body, Options,
-    PageSpec, Reader, Running, Stack, Topics,
+    assert_unique_keys, one_form_world, post_webhook, read_leads, stack, start_connector,
+    start_sim, webhook_body, Options, PageSpec, Reader, Running, Stack, Topics,
 };
-use leadgen_connector::sim::{self, SimConfig, SimForm, SimPage};
 
 const PAGE: &str = "100000000000001";
 const FORM: &str = "200000001000001";
 const TOKEN: &str = "EAASIM-fenced";
+
+fn page() -> PageSpec<'static> {
+    PageSpec {
+        id: PAGE,
+        token: TOKEN,
+        forms: &[FORM],
+    }
+}
 
 async fn ready(running: &Running) -> Value {
     reqwest::get(format!("{}/ready", running.admin_url))
@@ -116,24 +122,7 @@ async fn join_as_connector(stack: &Stack, topics: &Topics) -> BaseConsumer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fenced_consumer_recovers_and_writes_once() {
     let stack = stack();
-    let sim = sim::start(
-        SimConfig {
-            seed: 17,
-            pages: vec![SimPage {
-                id: PAGE.to_owned(),
-                access_token: TOKEN.to_owned(),
-                forms: vec![SimForm {
-                    id: FORM.to_owned(),
-                    name: "Fenced".to_owned(),
-                    initial_leads: 0,
-                }],
-            }],
-            ..SimConfig::default()
-        },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .expect("simulator starts");
+    let sim = start_sim(one_form_world(17, &page(), "Fenced", 0)).await;
     let topics = Topics::new("fenced");
     let options = Options {
         graph: format!("app_secret = \"{}\"", common::APP_SECRET),
@@ -141,19 +130,7 @@ async fn fenced_consumer_recovers_and_writes_once() {
         webhook_verify_token: Some("verify".to_owned()),
         ..Options::default()
     };
-    let pages = [PageSpec {
-        id: PAGE,
-        token: TOKEN,
-        forms: &[FORM],
-    }];
-    let running = Running::start(config_with(
-        &stack,
-        &sim.base_url(),
-        &topics,
-        &pages,
-        &options,
-    ))
-    .await;
+    let running = start_connector(&stack, &sim.base_url(), &topics, page(), &options).await;
     let webhook = running.webhook_url.clone().expect("webhooks are on");
     let reader = Reader::new(&stack, &topics.leads);
 

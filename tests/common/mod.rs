@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use leadgen_connector::config::Config;
 use leadgen_connector::connector::Connector;
+use leadgen_connector::sim::{self, SimConfig, SimForm, SimHandle, SimPage};
 
 /// Addresses of the test stack.
 #[derive(Debug, Clone)]
@@ -173,6 +174,50 @@ fn section(extra: &str, defaults: &[(&str, &str)]) -> String {
         }
     }
     lines.join("\n")
+}
+
+/// Returns a simulated world of one Page with one form.
+pub fn one_form_world(
+    seed: u64,
+    page: &PageSpec<'_>,
+    form_name: &str,
+    initial_leads: usize,
+) -> SimConfig {
+    SimConfig {
+        seed,
+        pages: vec![SimPage {
+            id: page.id.to_owned(),
+            access_token: page.token.to_owned(),
+            forms: page
+                .forms
+                .iter()
+                .map(|id| SimForm {
+                    id: (*id).to_owned(),
+                    name: form_name.to_owned(),
+                    initial_leads,
+                })
+                .collect(),
+        }],
+        ..SimConfig::default()
+    }
+}
+
+/// Starts the simulator on a free loopback port.
+pub async fn start_sim(config: SimConfig) -> SimHandle {
+    sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts")
+}
+
+/// Starts a connector that reads one Page from the simulator at `graph_url`.
+pub async fn start_connector(
+    stack: &Stack,
+    graph_url: &str,
+    topics: &Topics,
+    page: PageSpec<'_>,
+    options: &Options,
+) -> Running {
+    Running::start(config_with(stack, graph_url, topics, &[page], options)).await
 }
 
 /// Builds a config with webhook and Graph options.
