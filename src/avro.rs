@@ -396,6 +396,7 @@ mod tests {
 
     use super::*;
     use crate::lead::DisclaimerResponse;
+    use crate::test_support::{not_found_registry, registry_config};
 
     fn sample_lead() -> Lead {
         Lead {
@@ -426,26 +427,6 @@ mod tests {
             }],
             extra_fields: BTreeMap::new(),
             source: LeadSource::Webhook,
-        }
-    }
-
-    /// Starts a local registry stand-in that returns 404 with `body` to every
-    /// request, and returns its base URL.
-    async fn not_found_registry(body: &'static str) -> String {
-        let app = axum::Router::new()
-            .fallback(move || async move { (axum::http::StatusCode::NOT_FOUND, body) });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{address}")
-    }
-
-    fn registry_config(url: String) -> SchemaRegistryConfig {
-        SchemaRegistryConfig {
-            url,
-            username: None,
-            password: None,
-            timeout: std::time::Duration::from_secs(5),
         }
     }
 
@@ -522,6 +503,7 @@ mod tests {
     /// set optional fields, empty and multi-byte counts and lengths.
     fn varied_leads() -> Vec<Lead> {
         let plain = sample_lead();
+
         let mut full = sample_lead();
         full.ad_id = Some("ad".to_owned());
         full.ad_name = Some(String::new());
@@ -540,6 +522,7 @@ mod tests {
             checkbox_key: "optional_2".to_owned(),
             is_checked: false,
         });
+
         let mut empty = sample_lead();
         empty.field_data.clear();
         empty.custom_disclaimer_responses.clear();
@@ -547,6 +530,7 @@ mod tests {
         empty.platform = None;
         empty.source = LeadSource::Backfill;
         empty.created_time_ms = -1;
+
         let mut large = sample_lead();
         large.field_data = (0..200)
             .map(|question| {
@@ -557,6 +541,7 @@ mod tests {
             })
             .collect();
         large.created_time_ms = i64::MAX;
+
         vec![plain, full, empty, large]
     }
 

@@ -20,4 +20,6 @@ pub mod secret;
 pub mod sim;
 pub mod tail;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod webhook;
