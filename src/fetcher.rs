@@ -704,6 +704,15 @@ mod tests {
         }
     }
 
+    /// Returns the below-floor and duplicate skip counts of one form.
+    fn skip_counts(metrics: &Metrics, form_id: &str) -> (u64, u64) {
+        let labels = labels(form_id);
+        (
+            metrics.below_floor_skipped.get_or_create(&labels).get(),
+            metrics.duplicates_skipped.get_or_create(&labels).get(),
+        )
+    }
+
     #[test]
     fn below_floor_skip_is_logged_and_counted() {
         let metrics = Metrics::new();
@@ -717,20 +726,9 @@ mod tests {
         assert!(text.contains("form_id=\"200\""), "{text}");
         assert!(text.contains("lead_id=\"9001\""), "{text}");
         assert!(text.contains("floor=900"), "{text}");
-        assert_eq!(
-            metrics
-                .below_floor_skipped
-                .get_or_create(&labels("200"))
-                .get(),
-            1
-        );
-        assert_eq!(
-            metrics
-                .duplicates_skipped
-                .get_or_create(&labels("200"))
-                .get(),
-            1
-        );
+        let (below_floor, duplicates) = skip_counts(&metrics, "200");
+        assert_eq!(below_floor, 1);
+        assert_eq!(duplicates, 1);
     }
 
     #[test]
@@ -778,19 +776,8 @@ mod tests {
         record_skip(&metrics, Seen::New, "200", "9002", 1000, 900);
 
         assert_eq!(logs.text(), "");
-        assert_eq!(
-            metrics
-                .below_floor_skipped
-                .get_or_create(&labels("200"))
-                .get(),
-            0
-        );
-        assert_eq!(
-            metrics
-                .duplicates_skipped
-                .get_or_create(&labels("200"))
-                .get(),
-            1
-        );
+        let (below_floor, duplicates) = skip_counts(&metrics, "200");
+        assert_eq!(below_floor, 0);
+        assert_eq!(duplicates, 1);
     }
 }
