@@ -42,7 +42,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Lets a repeated log line through at most once per interval and counts
 /// the lines held back in between, so a flood of one event stays visible
-/// without filling the log. The limiter counts no events itself: its
+/// without filling the log. The limiter counts no events itself, so its
 /// callers count each one in a metric.
 #[derive(Debug)]
 pub struct LogLimiter {
