@@ -176,7 +176,8 @@ fn section(extra: &str, defaults: &[(&str, &str)]) -> String {
     lines.join("\n")
 }
 
-/// Returns a simulated world of one Page with one form.
+/// Returns a simulated world of `page`, each of its forms named `form_name`
+/// with `initial_leads` leads.
 pub fn one_form_world(
     seed: u64,
     page: &PageSpec<'_>,
